@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pkgutil
 import shlex
 import sys
 
 from ddnn.checkpoint import CheckpointError
-from ddnn.cli import data as data_cmd
-from ddnn.cli import train as train_cmd
 from ddnn.data.errors import DatasetError
 from ddnn.errors import InvalidInput, NotFound, PolicyError
 from ddnn.logs import configure_logging
@@ -18,7 +18,16 @@ from ddnn.logs import configure_logging
 USER_ERRORS = (DatasetError, CheckpointError, PolicyError, InvalidInput, NotFound, ValueError,
                FileNotFoundError, PermissionError)
 
-COMMANDS = [train_cmd, data_cmd]
+
+
+def command_modules() -> list:
+    """Every module in ddnn.cli with a ``register(subparsers)`` function, in name order."""
+    mods = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if callable(getattr(mod, "register", None)):
+            mods.append(mod)
+    return mods
 
 DESCRIPTION = """\
 ddnn: distributed early-exit inference across edge and cloud.
@@ -39,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
+    for module in command_modules():
         module.register(sub)
     return parser
 
