@@ -1,0 +1,141 @@
+"""Building, running and stopping a ``grpc.aio`` server the way every ddnn service does.
+
+Health checking (grpc.health.v1) and reflection are always on; message sizes and keepalive are
+explicit on both ends; on SIGTERM/SIGINT health goes NOT_SERVING, new calls are refused and
+in-flight calls get ``grace_s`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ddnn.serving.errors import ErrorMappingInterceptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS. With ``ca`` on a server, clients must present a certificate (mTLS)."""
+
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert or self.key or self.ca)
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read TLS file {path}: {exc.strerror}") from None
+
+
+def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    if not (tls.cert and tls.key):
+        raise ValueError("server TLS needs both a certificate and a key (tls_cert, tls_key)")
+    return grpc.ssl_server_credentials([(_read(tls.key), _read(tls.cert))], root_certificates=_read(tls.ca),
+                                       require_client_auth=bool(tls.ca))
+
+
+def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(root_certificates=_read(tls.ca), private_key=_read(tls.key),
+                                        certificate_chain=_read(tls.cert))
+
+
+def grpc_options(max_message_bytes: int, keepalive_s: float = 30.0, keepalive_timeout_s: float = 10.0) -> list:
+    """Channel/server options: explicit message limits and keepalive for long-lived streams."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(keepalive_s * 500)),
+    ]
+
+
+class GrpcServer:
+    """A ``grpc.aio`` server with health, reflection, the error interceptor and graceful stop."""
+
+    def __init__(self, listen: str, max_message_bytes: int, tls: TlsFiles | None = None,
+                 keepalive_s: float = 30.0, grace_s: float = 10.0):
+        self.listen = listen
+        self.tls = tls or TlsFiles()
+        self.grace_s = grace_s
+        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
+                                      options=[*grpc_options(max_message_bytes, keepalive_s),
+                                               ("grpc.so_reuseport", 0)])
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names: list[str] = []
+        self.port = 0
+
+    def add(self, add_fn: Callable, servicer, full_name: str) -> None:
+        add_fn(servicer, self.server)
+        self.service_names.append(full_name)
+
+    async def start(self) -> int:
+        reflection.enable_server_reflection(
+            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], self.server)
+        if self.tls.enabled:
+            self.port = self.server.add_secure_port(self.listen, server_credentials(self.tls))
+        else:
+            self.port = self.server.add_insecure_port(self.listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {self.listen}")
+        await self.server.start()
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC listening on port %d (%s, tls=%s)", self.port, ", ".join(self.service_names),
+                 self.tls.enabled)
+        return self.port
+
+    async def stop(self) -> None:
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        log.info("draining in-flight calls (grace %.1fs)", self.grace_s)
+        await self.server.stop(self.grace_s)
+
+
+def install_shutdown(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def write_ready_file(path: str | None, **info) -> None:
+    """Atomically write ``info`` (ports, pid) as JSON, so launchers using port 0 can find us."""
+    if not path:
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"pid": os.getpid(), **info}, f)
+    os.replace(tmp, path)
+
+
+def start_metrics_server(addr: str, port: int) -> int:
+    """Serve Prometheus ``/metrics`` on ``addr:port`` (0 = any free port); return the port."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=addr)
+    return server.server_port

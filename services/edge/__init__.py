@@ -1,0 +1,1 @@
+"""Edge node: shallow segment + early exits; answers confident samples, offloads the rest."""

@@ -1,0 +1,171 @@
+"""One long-lived bidirectional stream from the edge to the cloud, with automatic reconnection.
+
+Feature batches are matched to answers by batch id. If the stream breaks, every pending batch
+fails at once with NotReady (the edge then answers those samples locally) and the link keeps
+reconnecting with exponential backoff. A batch not answered within its deadline also fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from ddnn.errors import NotReady
+from ddnn.pb.ddnn.v1 import cloud_pb2, cloud_pb2_grpc
+from ddnn.serving.server import TlsFiles, channel_credentials, grpc_options
+from services.edge import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LinkEstimate:
+    """Exponentially weighted estimates of the link, updated per offloaded batch."""
+
+    rtt_s: float = 0.0
+    throughput_bps: float = 0.0
+    error_rate: float = 0.0
+    samples: int = 0
+
+    def update(self, rtt_s: float | None, nbytes: int, ok: bool, alpha: float = 0.2) -> None:
+        self.samples += 1
+        a = 1.0 if self.samples == 1 else alpha
+        self.error_rate = (1 - a) * self.error_rate + a * (0.0 if ok else 1.0)
+        if ok and rtt_s is not None and rtt_s > 0:
+            self.rtt_s = rtt_s if self.rtt_s == 0 else (1 - alpha) * self.rtt_s + alpha * rtt_s
+            bps = nbytes / rtt_s
+            self.throughput_bps = bps if self.throughput_bps == 0 else (1 - alpha) * self.throughput_bps + alpha * bps
+        metrics.LINK_RTT.set(self.rtt_s)
+        metrics.LINK_THROUGHPUT.set(self.throughput_bps)
+        metrics.LINK_ERROR_RATE.set(self.error_rate)
+
+
+class CloudLink:
+    """Client side of ``Cloud.Infer``: submit a FeatureBatch, await its CloudResult."""
+
+    def __init__(self, target: str, max_message_bytes: int, keepalive_s: float, connect_timeout_s: float,
+                 tls: TlsFiles | None = None, server_name: str = "", max_backoff_s: float = 2.0):
+        self.target = target
+        self.options = grpc_options(max_message_bytes, keepalive_s, keepalive_timeout_s=max(1.0, keepalive_s / 2))
+        if server_name:
+            self.options.append(("grpc.ssl_target_name_override", server_name))
+        self.tls = tls or TlsFiles()
+        self.connect_timeout_s = connect_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.connected = False
+        self.estimate = LinkEstimate()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self._up = asyncio.Event()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    def next_batch_id(self) -> int:
+        return next(self._ids)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cloud-link")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def _channel(self) -> grpc.aio.Channel:
+        if self.tls.enabled:
+            return grpc.aio.secure_channel(self.target, channel_credentials(self.tls), options=self.options)
+        return grpc.aio.insecure_channel(self.target, options=self.options)
+
+    async def _requests(self, queue: asyncio.Queue):
+        while (item := await queue.get()) is not None:
+            yield item
+
+    def _set_connected(self, up: bool) -> None:
+        if up != self.connected:
+            log.info("cloud link %s (%s)", "up" if up else "down", self.target)
+        self.connected = up
+        metrics.CLOUD_UP.set(1 if up else 0)
+        (self._up.set if up else self._up.clear)()
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(NotReady(reason))
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._closed:
+            channel = self._channel()
+            try:
+                await asyncio.wait_for(channel.channel_ready(), self.connect_timeout_s)
+                self._queue = asyncio.Queue()
+                call = cloud_pb2_grpc.CloudStub(channel).Infer(self._requests(self._queue))
+                self._set_connected(True)
+                backoff = 0.1
+                async for result in call:
+                    fut = self._pending.pop(result.batch_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(result)
+                reason = "cloud closed the stream"
+            except asyncio.CancelledError:
+                raise
+            except asyncio.TimeoutError:
+                reason = f"cannot connect to the cloud at {self.target}"
+            except grpc.aio.AioRpcError as exc:
+                reason = f"cloud stream failed: {exc.code().name}: {exc.details()}"
+            except Exception as exc:  # keep the link alive whatever happens; log it
+                log.exception("cloud link error")
+                reason = f"cloud link error: {exc}"
+            finally:
+                self._set_connected(False)
+                if self._queue is not None:
+                    self._queue.put_nowait(None)
+                    self._queue = None
+                await channel.close(grace=None)
+            self._fail_pending(reason)
+            if not self._closed:
+                log.debug("%s; reconnecting in %.1fs", reason, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def infer(self, batch: cloud_pb2.FeatureBatch, timeout_s: float) -> cloud_pb2.CloudResult:
+        """Send one batch and wait for its answer; NotReady if down, broken or past the deadline."""
+        if not self.connected or self._queue is None:
+            raise NotReady(f"cloud at {self.target} is not connected")
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[batch.batch_id] = fut
+        self._queue.put_nowait(batch)
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            self._pending.pop(batch.batch_id, None)
+            self.estimate.update(None, 0, ok=False)
+            raise NotReady(f"cloud did not answer within {timeout_s:.1f}s") from None
+        except NotReady:
+            self.estimate.update(None, 0, ok=False)
+            raise
+        self.estimate.update(time.perf_counter() - t0, len(batch.features.data), ok=not result.HasField("error"))
+        return result
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_pending("edge is shutting down")

@@ -1,0 +1,225 @@
+"""The Edge gRPC service: answer confident samples at once, offload the rest, relay answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ddnn.codec import decode, encode
+from ddnn.errors import InvalidInput, NotReady, Overloaded
+from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, EdgeResult
+from ddnn.pb.ddnn.v1 import cloud_pb2, edge_pb2, edge_pb2_grpc, tensor_pb2
+from ddnn.serving.convert import from_proto, to_proto
+from ddnn.serving.errors import error_fields
+from services.edge import metrics
+from services.edge.cloud_link import CloudLink
+from services.edge.runtime import EdgeConfig, EdgeRuntime
+
+log = logging.getLogger(__name__)
+_END = object()
+Emit = Callable[[edge_pb2.ResultBatch], None]
+
+
+class EdgeServicer(edge_pb2_grpc.EdgeServicer):
+    """Every sample id of every batch gets exactly one SampleResult (or its batch one error)."""
+
+    def __init__(self, runtime: EdgeRuntime, link: CloudLink | None, max_batch: int, max_inflight_samples: int,
+                 cloud_timeout_s: float, mode_selector=None):
+        self.runtime = runtime
+        self.link = link
+        self.max_batch = max_batch
+        self.max_inflight = max_inflight_samples
+        self.cloud_timeout_s = cloud_timeout_s
+        self.inflight = 0
+        self.by_outcome: Counter[str] = Counter()
+        # Edge compute is CPU-bound: one thread, batches in arrival order; torch uses its own threads.
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
+        self.mode_selector = mode_selector or (lambda cfg, link: default_mode(cfg, link))
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def effective_mode(self, cfg: EdgeConfig) -> str:
+        return self.mode_selector(cfg, self.link)
+
+    def _validate(self, batch: edge_pb2.ImageBatch) -> np.ndarray:
+        images = decode(from_proto(batch.images), expect_shape=(32, 32, 3), max_batch=self.max_batch)
+        if images.dtype != np.uint8:
+            raise InvalidInput(f"images must be uint8 pixels (dtype 4), got {images.dtype.name}")
+        ids = batch.sample_ids
+        if len(ids) != len(images):
+            raise InvalidInput(f"{len(ids)} sample ids for {len(images)} images")
+        if len(set(ids)) != len(ids):
+            raise InvalidInput("duplicate sample ids in the batch")
+        return images
+
+    def _results(self, ids, res: EdgeResult, idx: np.ndarray, outcome: int, t0: float, *, link_s=0.0,
+                 cloud_s=0.0, offload_bytes=0, path="edge", fallback_exit="") -> list[edge_pb2.SampleResult]:
+        """SampleResults for rows ``idx`` of ``res``; ``outcome`` 0 keeps each row's own outcome.
+        Degraded samples are answered by ``fallback_exit``, the deepest edge exit that ran."""
+        now = time.perf_counter()
+        total = now - t0
+        out = []
+        for i in idx:
+            o = outcome if outcome else int(res.outcome[i])
+            exit = {CLOUD: "cloud", DROPPED: "dropped"}.get(o, res.exit[i])
+            if o == DEGRADED:
+                exit = fallback_exit
+            pred = -1 if o == DROPPED else int(res.prediction[i])
+            out.append(edge_pb2.SampleResult(
+                sample_id=ids[i], outcome=o, exit=exit, prediction=pred, confidence=float(res.confidence[i]),
+                timing=edge_pb2.Timing(edge_compute_s=res.compute_s, link_s=link_s, cloud_compute_s=cloud_s,
+                                       total_s=total),
+                offload_bytes=offload_bytes, edge_prediction=int(res.edge_prediction[i])))
+            label = {EDGE: res.exit[i], CLOUD: "cloud", DROPPED: "dropped", DEGRADED: "degraded"}[o]
+            self.by_outcome[label] += 1
+            metrics.SAMPLES.labels(label).inc()
+        n = len(out)
+        if n:
+            metrics.STAGE_SECONDS.labels("edge_compute", path).observe(res.compute_s)
+            metrics.STAGE_SECONDS.labels("total", path).observe(total)
+            if path == "cloud":
+                metrics.STAGE_SECONDS.labels("link", path).observe(link_s)
+                metrics.STAGE_SECONDS.labels("cloud_compute", path).observe(cloud_s)
+        return out
+
+    async def process(self, batch: edge_pb2.ImageBatch, emit: Emit) -> None:
+        """Answer one image batch through ``emit``; domain errors propagate to the caller."""
+        t0 = time.perf_counter()
+        images = self._validate(batch)
+        n = len(images)
+        if self.inflight + n > self.max_inflight:
+            raise Overloaded(f"edge has {self.inflight} samples in flight, limit {self.max_inflight}; retry later")
+        self.inflight += n
+        metrics.INFLIGHT.set(self.inflight)
+        try:
+            await self._process(batch, images, emit, t0)
+        finally:
+            self.inflight -= n
+            metrics.INFLIGHT.set(self.inflight)
+
+    async def _process(self, batch, images, emit: Emit, t0: float) -> None:
+        cfg = self.runtime.config
+        mode = self.effective_mode(cfg)
+        route = cfg.routes["normal" if mode == "local" else mode]
+        ids = list(batch.sample_ids)
+        res = await asyncio.get_running_loop().run_in_executor(self.pool, route.engine.run, images)
+        local = np.flatnonzero(res.outcome != CLOUD)
+        if len(local):
+            emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, results=self._results(ids, res, local, 0, t0)))
+        off = res.offload_idx
+        if not len(off):
+            return
+        if mode == "local" or self.link is None:
+            metrics.CLOUD_ERRORS.labels("local_mode").inc(len(off))
+            emit(edge_pb2.ResultBatch(batch_id=batch.batch_id,
+                                      results=self._results(ids, res, off, DEGRADED, t0, path="degraded",
+                                                                fallback_exit=route.exits[-1])))
+            return
+        enc = encode(res.payload, cfg.payload)
+        fb = cloud_pb2.FeatureBatch(batch_id=self.link.next_batch_id(), sample_ids=[ids[i] for i in off],
+                                    split=route.split, model_sha256=self.runtime.cloud_sha256, features=to_proto(enc))
+        t_send = time.perf_counter()
+        try:
+            cr = await self.link.infer(fb, self.cloud_timeout_s)
+            if cr.HasField("error"):
+                raise NotReady(f"cloud rejected the batch: {cr.error.message}")
+        except NotReady as exc:
+            log.debug("offload of %d samples failed: %s", len(off), exc)
+            metrics.CLOUD_ERRORS.labels("unavailable").inc(len(off))
+            emit(edge_pb2.ResultBatch(batch_id=batch.batch_id,
+                                      results=self._results(ids, res, off, DEGRADED, t0, path="degraded",
+                                                                fallback_exit=route.exits[-1])))
+            return
+        rtt = time.perf_counter() - t_send
+        metrics.CLOUD_RTT.observe(rtt)
+        metrics.OFFLOAD_BYTES.labels(cfg.payload).inc(enc.nbytes)
+        metrics.OFFLOAD_SAMPLES.labels(cfg.payload).inc(len(off))
+        res.prediction[off] = np.asarray(cr.predictions, np.int64)
+        res.confidence[off] = np.asarray(cr.confidences, np.float32)
+        cloud_s = cr.queue_s + cr.compute_s
+        emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, results=self._results(
+            ids, res, off, CLOUD, t0, link_s=max(0.0, rtt - cloud_s), cloud_s=cloud_s,
+            offload_bytes=enc.nbytes // len(off), path="cloud")))
+
+    # -- RPCs ------------------------------------------------------------------------------
+
+    async def _answer(self, batch: edge_pb2.ImageBatch, emit: Emit) -> None:
+        try:
+            await self.process(batch, emit)
+            metrics.BATCHES.labels("OK").inc()
+        except Exception as exc:  # in-band: the stream keeps serving later batches
+            code, msg = error_fields(exc)
+            metrics.BATCHES.labels(str(code)).inc()
+            emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, sample_ids=batch.sample_ids,
+                                      error=tensor_pb2.Error(code=code, message=msg)))
+
+    async def Classify(self, request_iterator, context):
+        out: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        async def read():
+            try:
+                async for batch in request_iterator:
+                    task = asyncio.create_task(self._answer(batch, out.put_nowait))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+            finally:
+                out.put_nowait(_END)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await out.get()) is not _END:
+                yield item
+        finally:
+            reader.cancel()
+            for t in list(tasks):
+                t.cancel()
+
+    async def ClassifyBatch(self, request, context):
+        parts: list[edge_pb2.ResultBatch] = []
+        await self.process(request, parts.append)
+        results = [r for p in parts for r in p.results]
+        order = {sid: i for i, sid in enumerate(request.sample_ids)}
+        results.sort(key=lambda r: order[r.sample_id])
+        return edge_pb2.ResultBatch(batch_id=request.batch_id, results=results)
+
+    def status(self) -> edge_pb2.EdgeStatus:
+        cfg = self.runtime.config
+        mode = self.effective_mode(cfg)
+        route = cfg.routes["normal" if mode == "local" else mode]
+        est = self.link.estimate if self.link else None
+        return edge_pb2.EdgeStatus(
+            mode=cfg.mode, effective_mode=mode, active_exits=list(route.exits),
+            knobs={e: c.knob for e, c in cfg.policy.criteria.items()},
+            policy_json=json.dumps(cfg.policy.to_dict()), payload=cfg.payload,
+            cloud_connected=bool(self.link and self.link.connected), checkpoint_sha256=self.runtime.ck.sha256,
+            samples_by_outcome=dict(self.by_outcome),
+            link=edge_pb2.LinkEstimate(rtt_s=est.rtt_s, throughput_bytes_per_s=est.throughput_bps,
+                                       error_rate=est.error_rate, inflight_batches=self.link.inflight)
+            if est else None,
+            inflight_samples=self.inflight)
+
+    async def GetStatus(self, request, context):
+        return self.status()
+
+    async def Configure(self, request, context):
+        self.runtime.configure(request.policy_json, dict(request.knobs), request.mode, request.payload)
+        log.info("reconfigured: mode=%s payload=%s knobs=%s", self.runtime.config.mode, self.runtime.config.payload,
+                 dict(request.knobs))
+        return self.status()
+
+
+def default_mode(cfg: EdgeConfig, link: CloudLink | None) -> str:
+    """Configured mode, with 'auto' meaning normal while the cloud is reachable, else local."""
+    if cfg.mode != "auto":
+        return cfg.mode
+    return "normal" if link is not None and link.connected else "local"

@@ -1,0 +1,66 @@
+"""Edge service settings (``DDNN_EDGE_*`` environment variables or ``--flags``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ddnn.codec import PAYLOADS
+from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_POLICY
+from ddnn.serving.settings import setting
+
+MODES = ("auto", "normal", "ws", "local")
+
+
+@dataclass
+class EdgeSettings:
+    checkpoint: str = setting(str(SHIPPED_CHECKPOINT), "checkpoint whose edge part runs here")
+    policy: str = setting(str(SHIPPED_POLICY), "exit policy JSON (ddnn calibrate)")
+    principal_checkpoint: str = setting("", "aux/principal arrangement: the cloud's principal network; "
+                                            "the edge then offloads raw images (Lo et al.)")
+    listen: str = setting("127.0.0.1:50051", "gRPC listen address (port 0 = any free port)")
+    metrics_addr: str = setting("127.0.0.1", "address of the Prometheus /metrics endpoint")
+    metrics_port: int = setting(9101, "port of the /metrics endpoint (0 = any free port)")
+    cloud: str = setting("127.0.0.1:50052", "cloud service address host:port ('' = local-only edge)")
+    mode: str = setting("normal", "auto | normal (deepest edge exit) | ws (shallow exit) | local (no offload)")
+    modes: str = setting("", "exits per mode, e.g. 'ws=block4;normal=block7' or 'normal=block4,block7' for a "
+                             "cascade (default: ws = shallowest edge exit, normal = deepest)")
+    payload: str = setting("fp32", "offload payload: fp32 | fp16 | int8 features, or raw (the input image)")
+    max_batch: int = setting(256, "largest image batch accepted")
+    max_inflight_samples: int = setting(4096, "samples admitted at once; more are refused RESOURCE_EXHAUSTED")
+    cloud_timeout_s: float = setting(5.0, "deadline for a cloud answer; past it the sample is answered locally")
+    connect_timeout_s: float = setting(2.0, "time allowed to (re)connect to the cloud before retrying")
+    max_message_bytes: int = setting(64 * 1024 * 1024, "gRPC message size limit, both directions")
+    keepalive_s: float = setting(10.0, "HTTP/2 keepalive ping interval on the cloud stream and idle clients")
+    torch_threads: int = setting(0, "intra-op threads for the edge network (0 = torch's default)")
+    tls_cert: str = setting("", "server certificate (PEM) for clients of this edge; enables TLS")
+    tls_key: str = setting("", "server private key (PEM)")
+    tls_ca: str = setting("", "CA bundle for client certificates; enables mutual TLS")
+    cloud_tls_ca: str = setting("", "CA that signed the cloud's certificate; enables TLS to the cloud")
+    cloud_tls_cert: str = setting("", "client certificate for mutual TLS to the cloud")
+    cloud_tls_key: str = setting("", "client private key for mutual TLS to the cloud")
+    cloud_tls_server_name: str = setting("", "expected name in the cloud's certificate (default: its host)")
+    grace_s: float = setting(10.0, "on SIGTERM, time given to in-flight calls")
+    ready_file: str = setting("", "write {pid, grpc_port, metrics_port} here once serving")
+    log_json: bool = setting(False, "log JSON lines")
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.payload not in PAYLOADS:
+            raise ValueError(f"--payload must be one of {', '.join(PAYLOADS)}, got {self.payload!r}")
+        for name in ("max_batch", "max_inflight_samples", "max_message_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.cloud_timeout_s <= 0:
+            raise ValueError("--cloud-timeout-s must be > 0")
+
+
+def parse_modes(text: str) -> dict[str, list[str]]:
+    """'ws=block4;normal=block4,block7' -> {'ws': ['block4'], 'normal': ['block4', 'block7']}."""
+    out: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        mode, sep, exits = part.partition("=")
+        if not sep or mode.strip() not in ("normal", "ws") or not exits.strip():
+            raise ValueError(f"--modes: expected 'ws=EXIT[,EXIT];normal=EXIT[,EXIT]', got {part!r}")
+        out[mode.strip()] = [e.strip() for e in exits.split(",") if e.strip()]
+    return out

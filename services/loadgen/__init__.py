@@ -1,0 +1,1 @@
+"""Load generator: replays CIFAR batches against an edge and reports accuracy, exits, latency."""

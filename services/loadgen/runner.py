@@ -1,0 +1,216 @@
+"""Replays image batches against the edge over gRPC streams and records every sample."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from tqdm import tqdm
+
+from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE
+from ddnn.pb.ddnn.v1 import edge_pb2, edge_pb2_grpc
+from ddnn.runreport import REJECTED, Records
+from ddnn.serving.convert import images_to_proto
+from ddnn.serving.server import TlsFiles, channel_credentials, grpc_options
+from services.loadgen import metrics
+from services.loadgen.settings import LoadgenSettings
+
+log = logging.getLogger(__name__)
+_PATH = {EDGE: "edge", CLOUD: "cloud", DROPPED: "dropped", DEGRADED: "degraded", REJECTED: "rejected"}
+
+
+@dataclass
+class Batch:
+    batch_id: int
+    ids: np.ndarray  # sample ids (= record positions)
+    message: edge_pb2.ImageBatch
+    sent_at: float = 0.0
+    remaining: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self):
+        self.remaining = len(self.ids)
+
+
+class Replay:
+    """One run: batches to send, the records they fill, and the bookkeeping of answers."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, s: LoadgenSettings):
+        self.s = s
+        n = len(images)
+        self.records = Records(n * s.repeat)
+        self.records.label[:] = np.tile(labels, s.repeat)
+        self.batches: list[Batch] = []
+        for r in range(s.repeat):
+            for start in range(0, n, s.batch_size):
+                ids = np.arange(start, min(n, start + s.batch_size)) + r * n
+                msg = edge_pb2.ImageBatch(batch_id=len(self.batches), sample_ids=ids.tolist(),
+                                          images=images_to_proto(np.ascontiguousarray(images[ids % n])))
+                self.batches.append(Batch(len(self.batches), ids, msg))
+        self.by_id = {b.batch_id: b for b in self.batches}
+        self.unknown = 0
+        self.bar = tqdm(total=len(self.records.label), unit="img", desc="replay", disable=not s.progress)
+        self.correct = {"edge": 0, "cloud": 0, "all": 0}
+        self.count = {"edge": 0, "cloud": 0, "all": 0}
+
+    def on_result_batch(self, rb: edge_pb2.ResultBatch) -> None:
+        now = time.perf_counter()
+        batch = self.by_id.get(rb.batch_id)
+        if batch is None:
+            self.unknown += len(rb.results) or len(rb.sample_ids)
+            return
+        r = self.records
+        if rb.HasField("error"):
+            for sid in rb.sample_ids:
+                self._answer(batch, int(sid), now)
+                if 0 <= sid < r.n:
+                    r.outcome[sid] = REJECTED
+                    r.exit[sid] = "rejected"
+                    r.error[sid] = f"{grpc.StatusCode(_status(rb.error.code)).name}: {rb.error.message}"
+            return
+        for res in rb.results:
+            sid = int(res.sample_id)
+            if not 0 <= sid < r.n:
+                self.unknown += 1
+                continue
+            self._answer(batch, sid, now)
+            r.outcome[sid] = res.outcome
+            r.exit[sid] = res.exit
+            r.prediction[sid] = res.prediction
+            r.edge_prediction[sid] = res.edge_prediction
+            r.confidence[sid] = res.confidence
+            r.edge_compute_s[sid] = res.timing.edge_compute_s
+            r.link_s[sid] = res.timing.link_s
+            r.cloud_compute_s[sid] = res.timing.cloud_compute_s
+            r.server_total_s[sid] = res.timing.total_s
+            r.offload_bytes[sid] = res.offload_bytes
+
+    def _answer(self, batch: Batch, sid: int, now: float) -> None:
+        r = self.records
+        if not 0 <= sid < r.n:
+            self.unknown += 1
+            return
+        r.answers[sid] += 1
+        if r.answers[sid] > 1:
+            log.error("sample %d answered %d times", sid, r.answers[sid])
+            return
+        r.latency_s[sid] = now - batch.sent_at
+        batch.remaining -= 1
+        self.bar.update(1)
+        if batch.remaining == 0:
+            metrics.INFLIGHT.dec()
+            batch.done.set()
+
+    def account(self, sid: int) -> None:
+        """Update running metrics for one answered sample (after its fields are set)."""
+        r = self.records
+        path = _PATH.get(int(r.outcome[sid]), "rejected")
+        ok = bool(r.prediction[sid] == r.label[sid] and r.prediction[sid] >= 0)
+        metrics.SAMPLES.labels(path).inc()
+        metrics.LATENCY.labels(path).observe(float(r.latency_s[sid]))
+        if ok:
+            metrics.CORRECT.labels(path).inc()
+        for scope in ("all", path):
+            if scope in self.count:
+                self.count[scope] += 1
+                self.correct[scope] += ok
+        for scope, name in (("edge", "edge"), ("cloud", "cloud"), ("all", "overall")):
+            if self.count[scope]:
+                metrics.ACCURACY.labels(name).set(self.correct[scope] / self.count[scope])
+
+    def mark_sent(self, batch: Batch) -> None:
+        batch.sent_at = time.perf_counter()
+        metrics.INFLIGHT.inc()
+
+
+def _status(code: int):
+    for c in grpc.StatusCode:
+        if c.value[0] == code:
+            return c.value
+    return grpc.StatusCode.UNKNOWN.value
+
+
+def make_channel(s: LoadgenSettings) -> grpc.aio.Channel:
+    opts = grpc_options(s.max_message_bytes)
+    if s.tls_server_name:
+        opts.append(("grpc.ssl_target_name_override", s.tls_server_name))
+    tls = TlsFiles(s.tls_cert or None, s.tls_key or None, s.tls_ca or None)
+    if tls.enabled:
+        return grpc.aio.secure_channel(s.edge, channel_credentials(tls), options=opts)
+    return grpc.aio.insecure_channel(s.edge, options=opts)
+
+
+async def _stream(stub, replay: Replay, queue: asyncio.Queue, deadline_s: float) -> None:
+    """One Classify stream: send what the queue yields, record every answer until the stream ends."""
+
+    async def requests():
+        while (b := await queue.get()) is not None:
+            replay.mark_sent(b)
+            yield b.message
+
+    call = stub.Classify(requests(), timeout=deadline_s)
+    async for rb in call:
+        replay.on_result_batch(rb)
+        ids = rb.sample_ids if rb.HasField("error") else [r.sample_id for r in rb.results]
+        for sid in ids:
+            if 0 <= sid < replay.records.n and replay.records.answers[sid] == 1:
+                replay.account(int(sid))
+
+
+async def run_replay(images: np.ndarray, labels: np.ndarray, s: LoadgenSettings) -> tuple[Records, float, int]:
+    """Replay and return (records, wall seconds, answers with unknown ids)."""
+    replay = Replay(images, labels, s)
+    channel = make_channel(s)
+    try:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"edge at {s.edge} is not reachable (30s)") from None
+        stub = edge_pb2_grpc.EdgeStub(channel)
+        queues = [asyncio.Queue() for _ in range(s.concurrency)]
+        streams = [asyncio.create_task(_stream(stub, replay, q, s.deadline_s)) for q in queues]
+        t0 = time.perf_counter()
+        if s.loop == "closed":
+            work: asyncio.Queue = asyncio.Queue()
+            for b in replay.batches:
+                work.put_nowait(b)
+
+            async def worker(q: asyncio.Queue):
+                while not work.empty():
+                    b = work.get_nowait()
+                    q.put_nowait(b)
+                    await _wait_batch(b, s.batch_timeout_s)
+                q.put_nowait(None)
+
+            await asyncio.gather(*(worker(q) for q in queues))
+        else:
+            interval = 1.0 / s.rate
+            for i, b in enumerate(replay.batches):
+                target = t0 + i * interval
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                queues[i % len(queues)].put_nowait(b)
+            await asyncio.gather(*(_wait_batch(b, s.batch_timeout_s) for b in replay.batches))
+            for q in queues:
+                q.put_nowait(None)
+        await asyncio.wait_for(asyncio.gather(*streams, return_exceptions=True), timeout=s.batch_timeout_s)
+        for t in streams:
+            if t.done() and t.exception():
+                log.error("stream ended with %r", t.exception())
+        wall = time.perf_counter() - t0
+    finally:
+        replay.bar.close()
+        await channel.close()
+    return replay.records, wall, replay.unknown
+
+
+async def _wait_batch(b: Batch, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(b.done.wait(), timeout)
+    except asyncio.TimeoutError:
+        log.error("batch %d: %d samples not answered within %.0fs", b.batch_id, b.remaining, timeout)
