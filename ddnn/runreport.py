@@ -90,8 +90,9 @@ def build_report(r: Records, wall_s: float, config: dict | None = None) -> dict:
     edge, cloud = r.outcome == EDGE, r.outcome == CLOUD
     degraded, dropped, rejected = r.outcome == DEGRADED, r.outcome == DROPPED, r.outcome == REJECTED
     local_correct = (r.edge_prediction == r.label) & (r.edge_prediction >= 0)
-    exits = sorted({r.exit[i] for i in np.flatnonzero(edge)})
-    rates = {e: float(np.mean([x == e for x in r.exit]) if n else 0) for e in exits}
+    exit_names = np.asarray(r.exit, dtype=object)
+    exits = sorted(set(exit_names[edge]))
+    rates = {e: float((edge & (exit_names == e)).mean()) for e in exits}
     rates.update({"cloud": float(cloud.mean()), "dropped": float(dropped.mean()), "degraded": float(degraded.mean()),
                   "rejected": float(rejected.mean())})
     paths = {"edge": edge, "cloud": cloud, "dropped": dropped, "degraded": degraded}
