@@ -17,12 +17,12 @@ from ddnn.checkpoint import load_checkpoint
 from ddnn.codec import encode
 from ddnn.data import load_split
 from ddnn.inference import InProcessPipeline
+from ddnn.launch import scrape, start
 from ddnn.models import split_at
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, default_test_source
 from ddnn.pb.ddnn.v1 import cloud_pb2, cloud_pb2_grpc, edge_pb2, edge_pb2_grpc, tensor_pb2
 from ddnn.policies import EdgePolicy
 from ddnn.serving.convert import images_to_proto, to_proto
-from tests.integration.procs import scrape, start
 
 pytestmark = pytest.mark.integration
 
