@@ -1,0 +1,92 @@
+"""Compute and link costs of an edge/cloud split: MACs per part, bytes per offloaded sample."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddnn.models import MultiExitNet, cloud_part, count_macs, split_at
+
+RAW_INPUT_BYTES = 32 * 32 * 3  # one uint8 CIFAR image
+BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+@dataclass(frozen=True)
+class SplitCosts:
+    """MACs of each edge segment (layers since the previous exit plus the exit head), of the
+    cloud part, and of the full model (backbone + final head: what cloud-only inference costs);
+    and the shape of the features sent to the cloud."""
+
+    segment_macs: tuple[tuple[str, int], ...]
+    cloud_macs: int
+    full_macs: int
+    feature_shape: tuple[int, ...]
+
+    @property
+    def feature_values(self) -> int:
+        return int(np.prod(self.feature_shape)) if self.feature_shape else 0
+
+
+def split_costs(model: MultiExitNet, exits: Sequence[str]) -> SplitCosts:
+    """Costs of running ``exits`` (depth order) at the edge and the rest of ``model`` in the cloud.
+
+    With no edge exits the cloud runs the whole model on the raw input.
+    """
+    full = cloud_part(model, 0)
+    full_macs = count_macs(full, (1, *model.shapes[0]))
+    if not exits:
+        return SplitCosts((), full_macs, full_macs, (32, 32, 3))
+    split = split_at(model, exits[-1], list(exits))
+    segments, start = [], 0
+    for seg in split.edge.segments:
+        pos = model.position(seg.name)
+        macs = count_macs(seg.trunk, (1, *model.shapes[start])) if pos > start else 0
+        segments.append((seg.name, macs + count_macs(seg.head, (1, *model.shapes[pos]))))
+        start = pos
+    cloud_macs = count_macs(split.cloud, (1, *model.shapes[start]))
+    return SplitCosts(tuple(segments), cloud_macs, full_macs, tuple(split.edge.feature_shape))
+
+
+def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
+    """Expected per-sample MACs and link bytes given which route point answered each sample.
+
+    ``exit_index`` follows :class:`~ddnn.evaluation.routing.Outcomes`: k < number of edge exits
+    = answered at edge exit k, that number = cloud, -1 = dropped (ran every edge segment, sent
+    nothing). MACs are also given normalized to the full model.
+    """
+    n_edge = len(costs.segment_macs)
+    n = max(1, len(exit_index))
+    cloud_rate = float(np.sum(exit_index == n_edge)) / n
+    edge_macs = 0.0
+    for k, (_, macs) in enumerate(costs.segment_macs):
+        # A sample runs segment k unless it already exited at an earlier edge exit.
+        reached = np.sum((exit_index >= k) | (exit_index < 0)) / n
+        edge_macs += reached * macs
+    cloud_macs = cloud_rate * costs.cloud_macs
+    if n_edge:
+        payload, per_offload = "features", {k: costs.feature_values * b for k, b in BYTES_PER_VALUE.items()}
+    else:
+        payload, per_offload = "raw_input", {"uint8": RAW_INPUT_BYTES}
+    return {
+        "macs": {
+            "full_model": costs.full_macs,
+            "edge_segments": dict(costs.segment_macs),
+            "cloud_part": costs.cloud_macs,
+            "edge_expected": edge_macs,
+            "cloud_expected": cloud_macs,
+            "edge_expected_norm": edge_macs / costs.full_macs,
+            "cloud_expected_norm": cloud_macs / costs.full_macs,
+            "total_expected_norm": (edge_macs + cloud_macs) / costs.full_macs,
+        },
+        "link_bytes": {
+            "payload": payload,
+            "feature_shape": list(costs.feature_shape),
+            "per_offload": per_offload,
+            "expected_per_sample": {k: cloud_rate * v for k, v in per_offload.items()},
+            "raw_input": RAW_INPUT_BYTES,
+            "raw_offload_expected_per_sample": cloud_rate * RAW_INPUT_BYTES,
+            "cloud_only_per_sample": RAW_INPUT_BYTES,
+        },
+    }

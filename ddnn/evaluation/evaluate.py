@@ -1,0 +1,69 @@
+"""``evaluate``: a checkpoint, a dataset and a policy in, the papers' metrics out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ddnn.checkpoint import Checkpoint, load_checkpoint
+from ddnn.data import ImageArrays
+from ddnn.evaluation.costs import split_costs
+from ddnn.evaluation.logits import exit_logits
+from ddnn.evaluation.report import EvalReport, build_report
+from ddnn.evaluation.routing import active_exits, route_samples
+from ddnn.models import MultiExitNet
+from ddnn.policies import EdgePolicy
+
+log = logging.getLogger(__name__)
+
+
+def describe_policy(policy: EdgePolicy | None, exits: Sequence[str]) -> str:
+    """One line: each active exit's criterion kind and knob, and the drop rule."""
+    if policy is None or not exits:
+        return "none (cloud only)"
+    parts = [f"{e}: {policy.criteria[e].kind} knob={policy.criteria[e].knob:.6g}" for e in exits]
+    parts.append(f"drop: normalized entropy > {policy.drop.threshold:g}" if policy.drop else "drop: off")
+    return "; ".join(parts)
+
+
+def evaluate_logits(logits: dict[str, np.ndarray], labels: np.ndarray, policy: EdgePolicy | None,
+                    model: MultiExitNet, exits: Sequence[str] | None = None, info: dict | None = None) -> EvalReport:
+    """Evaluate ``policy`` on precomputed per-exit ``logits``; ``model`` supplies the split costs.
+
+    ``exits`` picks the active edge exits (default: every exit the policy covers).
+    """
+    chosen = active_exits(policy, exits, model.exit_names)
+    outcomes = route_samples(policy, logits, chosen)
+    info = {**(info or {}), "policy": describe_policy(policy, chosen)}
+    return build_report(outcomes, labels, logits, split_costs(model, chosen), info)
+
+
+def evaluate(checkpoint: Checkpoint | str | Path, arrays: ImageArrays, policy: EdgePolicy | str | Path | None = None,
+             exits: Sequence[str] | None = None, use_cache: bool = True, progress: bool | None = None) -> EvalReport:
+    """Run ``checkpoint`` over ``arrays`` (logits cached) and evaluate ``policy`` on it.
+
+    ``checkpoint`` and ``policy`` may be loaded objects or paths; ``policy`` None evaluates
+    cloud-only inference. The report's ``outcomes`` give the per-sample exit, prediction and
+    confidence.
+    """
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    policy_path = None
+    if policy is not None and not isinstance(policy, EdgePolicy):
+        policy_path, policy = str(policy), EdgePolicy.load(policy)
+    if arrays.num_classes != ck.spec.num_classes:
+        raise ValueError(f"{arrays.source}: {arrays.num_classes} classes, but the checkpoint {ck.path} "
+                         f"predicts {ck.spec.num_classes}")
+    info = {"checkpoint": ck.path, "checkpoint_sha256": ck.sha256, "data": arrays.source, "split": arrays.split,
+            "images": len(arrays)}
+    if policy_path:
+        info["policy_file"] = policy_path
+    if policy is not None:
+        fitted_for = policy.meta.get("checkpoint_sha256")
+        if fitted_for and fitted_for != ck.sha256:
+            log.warning("policy was calibrated for checkpoint %s…, not %s…", fitted_for[:12], ck.sha256[:12])
+            info["policy_checkpoint_mismatch"] = True
+    logits = exit_logits(ck, arrays, use_cache=use_cache, progress=progress)
+    return evaluate_logits(logits, arrays.labels, policy, ck.model, exits, info)
