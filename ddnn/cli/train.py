@@ -43,6 +43,12 @@ def register(sub) -> None:
     p.add_argument("--width", type=int, default=0, help="first-stage channels (0 = arch default)")
     p.add_argument("--quant-bits", type=int, choices=[1, 2, 4, 8], help="quantize edge blocks to this many bits")
     p.add_argument("--quant-blocks", type=int, default=0, help="how many leading blocks are quantized")
+    p.add_argument("--hybrid", metavar="XE+YC",
+                   help="Long et al. hybrid split of the ResNet's block convolutions, e.g. 16E+14C for ResNet-32: "
+                   "quantize the first X/2 blocks to --quant-bits and put the edge exit after block X/2 "
+                   "(overrides --quant-blocks and --exits)")
+    p.add_argument("--hybrid-exits", type=int, default=1,
+                   help="with --hybrid: edge exits evenly spread over the edge, the last at its end (0 = none)")
     p.add_argument("--mode", choices=["joint", "separate"], default="joint")
     p.add_argument("--init", help="checkpoint to start from (required for --mode separate)")
     p.add_argument("--loss-weights", type=parse_weights, default={},
@@ -71,9 +77,25 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def apply_hybrid(args) -> None:
+    """Resolve ``--hybrid XE+YC`` into ``quant_blocks`` and ``exits`` (in place)."""
+    from ddnn.models.hybrid import check_fits, parse_hybrid
+
+    if args.arch != "resnet":
+        raise ValueError("--hybrid needs --arch resnet (the xE+yC splits count residual block convolutions)")
+    if not args.quant_bits:
+        raise ValueError("--hybrid needs --quant-bits (1, 2, 4 or 8) for the edge blocks")
+    config = parse_hybrid(args.hybrid)
+    check_fits(config, args.depth)
+    args.quant_blocks = config.edge_blocks
+    args.exits = config.exits(args.hybrid_exits)
+
+
 def run(args) -> int:
     from ddnn.training import TrainConfig, train
 
+    if getattr(args, "hybrid", None):
+        apply_hybrid(args)
     cfg = TrainConfig(
         out=args.out, data=args.data, arch=args.arch, depth=args.depth, exits=args.exits,
         exit_pool=args.exit_pool, width=args.width, quant_bits=args.quant_bits,
