@@ -9,6 +9,7 @@ import sys
 import torch
 
 from ddnn.checkpoint import load_checkpoint
+from ddnn.control.modes import ModeSelector, ModeThresholds
 from ddnn.logs import configure_logging
 from ddnn.pb.ddnn.v1 import edge_pb2_grpc
 from ddnn.policies import EdgePolicy
@@ -16,7 +17,7 @@ from ddnn.serving.server import GrpcServer, TlsFiles, install_shutdown, start_me
 from ddnn.serving.settings import SettingsError, load_settings
 from services.edge.cloud_link import CloudLink
 from services.edge.runtime import EdgeRuntime
-from services.edge.server import EdgeServicer
+from services.edge.server import ChannelMonitor, EdgeServicer
 from services.edge.settings import EdgeSettings
 
 log = logging.getLogger("services.edge")
@@ -40,7 +41,14 @@ async def serve(s: EdgeSettings) -> None:
     runtime, link = build(s)
     if link:
         await link.start()
-    servicer = EdgeServicer(runtime, link, s.max_batch, s.max_inflight_samples, s.cloud_timeout_s)
+    thresholds = ModeThresholds(
+        ws_enter_rtt_s=s.auto_ws_rtt_s, ws_leave_rtt_s=2 * s.auto_ws_rtt_s,
+        ws_enter_throughput_bps=s.auto_ws_throughput_bps, ws_leave_throughput_bps=s.auto_ws_throughput_bps / 2,
+        local_enter_error_rate=s.auto_local_error_rate, local_leave_error_rate=s.auto_local_error_rate / 5,
+        dwell_s=s.auto_dwell_s)
+    monitor = ChannelMonitor(runtime, link, ModeSelector(thresholds))
+    servicer = EdgeServicer(runtime, link, s.max_batch, s.max_inflight_samples, s.cloud_timeout_s, monitor)
+    monitor.start()
     server = GrpcServer(s.listen, s.max_message_bytes, TlsFiles(s.tls_cert or None, s.tls_key or None,
                                                                 s.tls_ca or None), s.keepalive_s, s.grace_s)
     server.add(edge_pb2_grpc.add_EdgeServicer_to_server, servicer, "ddnn.v1.Edge")
@@ -53,6 +61,7 @@ async def serve(s: EdgeSettings) -> None:
     install_shutdown(stop)
     await stop.wait()
     await server.stop()
+    monitor.stop()
     if link:
         await link.close()
     servicer.pool.shutdown(wait=False)

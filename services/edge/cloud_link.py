@@ -24,23 +24,44 @@ from services.edge import metrics
 log = logging.getLogger(__name__)
 
 
+def _ewma(old: float, new: float, alpha: float) -> float:
+    return new if old == 0 else (1 - alpha) * old + alpha * new
+
+
 @dataclass
 class LinkEstimate:
-    """Exponentially weighted estimates of the link, updated per offloaded batch."""
+    """Exponentially weighted estimates of the link.
+
+    ``rtt_s`` comes from small probes (the network round trip, without cloud compute);
+    ``throughput_bps`` from offloads: payload bytes over the batch's link time (its round trip
+    minus the cloud's reported queue and compute time); ``error_rate`` from both.
+    """
 
     rtt_s: float = 0.0
     throughput_bps: float = 0.0
     error_rate: float = 0.0
-    samples: int = 0
+    observations: int = 0
 
-    def update(self, rtt_s: float | None, nbytes: int, ok: bool, alpha: float = 0.2) -> None:
-        self.samples += 1
-        a = 1.0 if self.samples == 1 else alpha
-        self.error_rate = (1 - a) * self.error_rate + a * (0.0 if ok else 1.0)
-        if ok and rtt_s is not None and rtt_s > 0:
-            self.rtt_s = rtt_s if self.rtt_s == 0 else (1 - alpha) * self.rtt_s + alpha * rtt_s
-            bps = nbytes / rtt_s
-            self.throughput_bps = bps if self.throughput_bps == 0 else (1 - alpha) * self.throughput_bps + alpha * bps
+    def _error(self, ok: bool, alpha: float) -> None:
+        self.observations += 1
+        self.error_rate = _ewma(self.error_rate if self.observations > 1 else 0.0, 0.0 if ok else 1.0,
+                                1.0 if self.observations == 1 else alpha)
+
+    def probe(self, rtt_s: float | None, alpha: float = 0.3) -> None:
+        """A probe round trip (None = the probe failed)."""
+        self._error(rtt_s is not None, alpha)
+        if rtt_s is not None:
+            self.rtt_s = _ewma(self.rtt_s, rtt_s, alpha)
+        self._export()
+
+    def offload(self, link_s: float | None, nbytes: int, alpha: float = 0.2) -> None:
+        """An offloaded batch: its link time (None = it failed) and payload size."""
+        self._error(link_s is not None, alpha)
+        if link_s is not None and link_s > 0 and nbytes:
+            self.throughput_bps = _ewma(self.throughput_bps, nbytes / link_s, alpha)
+        self._export()
+
+    def _export(self) -> None:
         metrics.LINK_RTT.set(self.rtt_s)
         metrics.LINK_THROUGHPUT.set(self.throughput_bps)
         metrics.LINK_ERROR_RATE.set(self.error_rate)
@@ -50,7 +71,8 @@ class CloudLink:
     """Client side of ``Cloud.Infer``: submit a FeatureBatch, await its CloudResult."""
 
     def __init__(self, target: str, max_message_bytes: int, keepalive_s: float, connect_timeout_s: float,
-                 tls: TlsFiles | None = None, server_name: str = "", max_backoff_s: float = 2.0):
+                 tls: TlsFiles | None = None, server_name: str = "", max_backoff_s: float = 2.0,
+                 probe_interval_s: float = 0.5):
         self.target = target
         self.options = grpc_options(max_message_bytes, keepalive_s, keepalive_timeout_s=max(1.0, keepalive_s / 2))
         if server_name:
@@ -66,6 +88,9 @@ class CloudLink:
         self._task: asyncio.Task | None = None
         self._closed = False
         self._up = asyncio.Event()
+        self.probe_interval_s = probe_interval_s
+        self._stub: cloud_pb2_grpc.CloudStub | None = None
+        self._probe_task: asyncio.Task | None = None
 
     @property
     def inflight(self) -> int:
@@ -76,6 +101,22 @@ class CloudLink:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cloud-link")
+        if self.probe_interval_s > 0:
+            self._probe_task = asyncio.create_task(self._probe_loop(), name="cloud-probe")
+
+    async def _probe_loop(self) -> None:
+        """Measure the network round trip with a tiny unary call, whether or not there is traffic."""
+        while not self._closed:
+            await asyncio.sleep(self.probe_interval_s)
+            stub = self._stub
+            if stub is None or not self.connected:
+                continue
+            t0 = time.perf_counter()
+            try:
+                await stub.GetStatus(cloud_pb2.CloudStatusRequest(), timeout=max(1.0, 2 * self.probe_interval_s))
+                self.estimate.probe(time.perf_counter() - t0)
+            except grpc.aio.AioRpcError:
+                self.estimate.probe(None)
 
     async def wait_connected(self, timeout: float) -> bool:
         try:
@@ -113,7 +154,8 @@ class CloudLink:
             try:
                 await asyncio.wait_for(channel.channel_ready(), self.connect_timeout_s)
                 self._queue = asyncio.Queue()
-                call = cloud_pb2_grpc.CloudStub(channel).Infer(self._requests(self._queue))
+                self._stub = cloud_pb2_grpc.CloudStub(channel)
+                call = self._stub.Infer(self._requests(self._queue))
                 self._set_connected(True)
                 backoff = 0.1
                 async for result in call:
@@ -132,6 +174,7 @@ class CloudLink:
                 reason = f"cloud link error: {exc}"
             finally:
                 self._set_connected(False)
+                self._stub = None
                 if self._queue is not None:
                     self._queue.put_nowait(None)
                     self._queue = None
@@ -154,16 +197,22 @@ class CloudLink:
             result = await asyncio.wait_for(fut, timeout_s)
         except asyncio.TimeoutError:
             self._pending.pop(batch.batch_id, None)
-            self.estimate.update(None, 0, ok=False)
+            self.estimate.offload(None, 0)
             raise NotReady(f"cloud did not answer within {timeout_s:.1f}s") from None
         except NotReady:
-            self.estimate.update(None, 0, ok=False)
+            self.estimate.offload(None, 0)
             raise
-        self.estimate.update(time.perf_counter() - t0, len(batch.features.data), ok=not result.HasField("error"))
+        if result.HasField("error"):
+            self.estimate.offload(None, 0)
+        else:
+            link_s = time.perf_counter() - t0 - result.queue_s - result.compute_s
+            self.estimate.offload(link_s, len(batch.features.data))
         return result
 
     async def close(self) -> None:
         self._closed = True
+        if self._probe_task:
+            self._probe_task.cancel()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ddnn.codec import decode, encode
+from ddnn.control.modes import LinkState, ModeSelector
 from ddnn.errors import InvalidInput, NotReady, Overloaded
 from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, EdgeResult
 from ddnn.pb.ddnn.v1 import cloud_pb2, edge_pb2, edge_pb2_grpc, tensor_pb2
@@ -31,7 +32,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     """Every sample id of every batch gets exactly one SampleResult (or its batch one error)."""
 
     def __init__(self, runtime: EdgeRuntime, link: CloudLink | None, max_batch: int, max_inflight_samples: int,
-                 cloud_timeout_s: float, mode_selector=None):
+                 cloud_timeout_s: float, monitor: ChannelMonitor | None = None):
         self.runtime = runtime
         self.link = link
         self.max_batch = max_batch
@@ -41,12 +42,12 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         self.by_outcome: Counter[str] = Counter()
         # Edge compute is CPU-bound: one thread, batches in arrival order; torch uses its own threads.
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
-        self.mode_selector = mode_selector or (lambda cfg, link: default_mode(cfg, link))
+        self.monitor = monitor or ChannelMonitor(runtime, link, ModeSelector())
 
     # -- decisions -------------------------------------------------------------------------
 
     def effective_mode(self, cfg: EdgeConfig) -> str:
-        return self.mode_selector(cfg, self.link)
+        return self.monitor.effective(cfg)
 
     def _validate(self, batch: edge_pb2.ImageBatch) -> np.ndarray:
         images = decode(from_proto(batch.images), expect_shape=(32, 32, 3), max_batch=self.max_batch)
@@ -218,8 +219,48 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         return self.status()
 
 
-def default_mode(cfg: EdgeConfig, link: CloudLink | None) -> str:
-    """Configured mode, with 'auto' meaning normal while the cloud is reachable, else local."""
-    if cfg.mode != "auto":
-        return cfg.mode
-    return "normal" if link is not None and link.connected else "local"
+class ChannelMonitor:
+    """Feeds link estimates to a :class:`ModeSelector` periodically; exports the mode in effect."""
+
+    def __init__(self, runtime: EdgeRuntime, link: CloudLink | None, selector: ModeSelector,
+                 interval_s: float = 0.25):
+        self.runtime = runtime
+        self.link = link
+        self.selector = selector
+        self.interval_s = interval_s
+        self._last = ""
+        self._task: asyncio.Task | None = None
+
+    def link_state(self) -> LinkState:
+        if self.link is None:
+            return LinkState(False, 0.0, 0.0, 1.0)
+        e = self.link.estimate
+        return LinkState(self.link.connected, e.rtt_s, e.throughput_bps, e.error_rate, self.link.inflight)
+
+    def effective(self, cfg: EdgeConfig) -> str:
+        return self.selector.mode if cfg.mode == "auto" else cfg.mode
+
+    def tick(self) -> str:
+        self.selector.update(self.link_state())
+        mode = self.effective(self.runtime.config)
+        if mode != self._last:
+            if self._last:
+                log.info("mode %s -> %s (%s)", self._last, mode, self.link_state())
+                metrics.MODE_SWITCHES.labels(mode).inc()
+            for m in ("normal", "ws", "local"):
+                metrics.EFFECTIVE_MODE.labels(m).set(1 if m == mode else 0)
+            self._last = mode
+        return mode
+
+    async def run(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self.tick()
+        self._task = asyncio.create_task(self.run(), name="channel-monitor")
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()

@@ -31,6 +31,11 @@ class EdgeSettings:
     connect_timeout_s: float = setting(2.0, "time allowed to (re)connect to the cloud before retrying")
     max_message_bytes: int = setting(64 * 1024 * 1024, "gRPC message size limit, both directions")
     keepalive_s: float = setting(10.0, "HTTP/2 keepalive ping interval on the cloud stream and idle clients")
+    auto_dwell_s: float = setting(2.0, "auto mode: how long a link condition must hold before switching")
+    auto_ws_rtt_s: float = setting(0.010, "auto mode: enter ws below this probe RTT (leave above twice it)")
+    auto_ws_throughput_bps: float = setting(8e6, "auto mode: enter ws above this offload throughput, bytes/s "
+                                                 "(leave below half of it)")
+    auto_local_error_rate: float = setting(0.5, "auto mode: go local above this failure rate (back below a fifth)")
     torch_threads: int = setting(0, "intra-op threads for the edge network (0 = torch's default)")
     tls_cert: str = setting("", "server certificate (PEM) for clients of this edge; enables TLS")
     tls_key: str = setting("", "server private key (PEM)")

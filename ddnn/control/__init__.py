@@ -1,0 +1,1 @@
+"""Run-time control of the edge: channel-aware mode selection and the SLO controller."""
