@@ -89,12 +89,12 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
             if tensor is None:
-                responses[i] = _error(f"{self.name}: missing input {self.input_name!r}")
+                responses[i] = _error(f"missing input {self.input_name!r}")
                 continue
             array = tensor.as_numpy()
             problem = batch_problem(array, self.dtype, self.item_shape, self.max_batch, self.require_finite)
             if problem:
-                responses[i] = _error(f"{self.name}: input {self.input_name!r}: {problem}")
+                responses[i] = _error(f"input {self.input_name!r}: {problem}")
                 continue
             batches.append(array)
             slots.append(i)
@@ -104,7 +104,7 @@ class TritonPythonModel:
             except Exception:
                 pb_utils.Logger.log_error(f"{self.name}: inference failed\n{traceback.format_exc()}")
                 for i in slots:
-                    responses[i] = _error(f"{self.name}: inference failed (see the server log)", "INTERNAL")
+                    responses[i] = _error("inference failed (see the server log)", "INTERNAL")
             else:
                 for i, out in zip(slots, logits, strict=True):
                     responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, out)])

@@ -38,7 +38,10 @@ def cloud_weights_bytes(cloud: CloudPart, spec: ModelSpec, split: str, classes, 
 
 def load_cloud_weights(path: str | Path, device: str | torch.device = "cpu") -> CloudPart:
     """Rebuild the cloud part saved by :func:`cloud_weights_bytes` (eval mode, on ``device``)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt files
+        raise ValueError(f"{path}: not a readable torch file ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{path}: not a ddnn cloud-part weights file (expected format {WEIGHTS_FORMAT!r})")
     model = build_model(ModelSpec.from_dict(payload["spec"]))

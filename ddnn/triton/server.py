@@ -1,0 +1,460 @@
+"""Run a Triton server for a model repository, or use one that is already running.
+
+``TritonServer`` starts the ``tritonserver`` binary that the nvidia-pytriton wheel ships (or the
+one ``$DDNN_TRITONSERVER`` names) as a subprocess on loopback ports of its own, with the Python
+backend's stub for this interpreter, and the environment that lets the stub import torch and
+ddnn from this interpreter's environment (see docs/triton.md). ``ExistingTriton`` waits for a
+server given by address. Both are context managers with the same ``url`` / ``start`` / ``stop``.
+
+Example::
+
+    with TritonServer("triton-repo") as triton:
+        client = TritonClient(triton.url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from ddnn.errors import NotFound, NotReady
+from ddnn.triton.repository import MANIFEST_NAME, load_manifest
+
+log = logging.getLogger(__name__)
+
+ENV_BINARY = "DDNN_TRITONSERVER"
+ENV_BACKEND_DIR = "DDNN_TRITON_BACKEND_DIR"
+ENV_SITE_DIRS = "DDNN_TRITON_SITE_DIRS"  # read by backend_model.py inside the stub
+STUB_NAME = "triton_python_backend_stub"
+BACKEND_LIB = "libtriton_python.so"
+# What tritonserver logs when a port is taken (gRPC, HTTP and metrics word it differently).
+PORT_TAKEN = ("address already in use", "failed to listen", "failed to bind", "failed to start")
+
+
+class TritonNotInstalled(FileNotFoundError):
+    """The tritonserver binary, the Python backend or its stub for this Python is missing."""
+
+
+class TritonStartupError(NotReady):
+    """tritonserver exited or did not become ready in time; the message ends with its log tail."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        self.log_tail = log_tail
+        super().__init__(f"{message}\n--- tritonserver log (last lines) ---\n{log_tail}" if log_tail else message)
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the server binary, the Python backend and the stub for this interpreter are."""
+
+    binary: Path
+    python_backend: Path  # directory holding libtriton_python.so and triton_python_backend_utils.py
+    stub: Path  # triton_python_backend_stub built for this interpreter's Python version
+    libs: Path | None  # shared libraries the wheel's binaries need (nvidia_pytriton.libs)
+
+
+def find_tritonserver() -> TritonInstall:
+    """Locate Triton: ``$DDNN_TRITONSERVER`` (+ ``$DDNN_TRITON_BACKEND_DIR``), else the pytriton wheel."""
+    pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    env_binary = os.environ.get(ENV_BINARY)
+    if env_binary:
+        binary = Path(env_binary)
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            raise TritonNotInstalled(f"${ENV_BINARY}={env_binary} is not an executable file")
+        root = binary.resolve().parent.parent  # .../tritonserver/bin/tritonserver
+        backends = Path(os.environ.get(ENV_BACKEND_DIR) or root / "backends")
+        libs = root.parent.parent / "nvidia_pytriton.libs"
+        stub_candidates = [backends / "python" / STUB_NAME, root / "python_backend_stubs" / pyver / STUB_NAME]
+    else:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise TritonNotInstalled(f"no tritonserver: install the serve extra (pip install 'ddnn[serve]', which "
+                                     f"brings nvidia-pytriton) or set ${ENV_BINARY} to a tritonserver binary")
+        pkg = Path(next(iter(spec.submodule_search_locations)))
+        root = pkg / "tritonserver"
+        binary = root / "bin" / "tritonserver"
+        backends = root / "backends"
+        libs = pkg.parent / "nvidia_pytriton.libs"
+        stub_candidates = [root / "python_backend_stubs" / pyver / STUB_NAME, backends / "python" / STUB_NAME]
+    python_backend = backends / "python"
+    for what, path in (("tritonserver binary", binary), ("Python backend", python_backend / BACKEND_LIB)):
+        if not path.is_file():
+            raise TritonNotInstalled(f"{what} not found at {path}")
+    stub = next((p for p in stub_candidates if p.is_file()), None)
+    if stub is None:
+        raise TritonNotInstalled(f"no Python backend stub for Python {pyver}: looked for "
+                                 f"{', '.join(map(str, stub_candidates))}")
+    return TritonInstall(binary, python_backend, stub, libs if libs.is_dir() else None)
+
+
+def assemble_backend_directory(install: TritonInstall, into: Path) -> Path:
+    """A ``--backend-directory`` whose ``python/`` has the backend library and this Python's stub side by side.
+
+    The wheel keeps the stubs for every Python apart from the backend; the backend looks for its
+    stub next to ``libtriton_python.so``. Symlinks, so nothing large is copied.
+    """
+    py = into / "python"
+    py.mkdir(parents=True, exist_ok=True)
+    for src in (install.python_backend / BACKEND_LIB, install.python_backend / "triton_python_backend_utils.py",
+                install.stub):
+        dst = py / src.name
+        if dst.is_symlink() or dst.exists():
+            dst.unlink()
+        dst.symlink_to(src.resolve())
+    return into
+
+
+def stub_environment(base: dict[str, str] | None = None, install: TritonInstall | None = None) -> dict[str, str]:
+    """Environment for tritonserver so the Python-backend stub runs on this interpreter's environment.
+
+    * ``LD_LIBRARY_PATH``: this interpreter's ``LIBDIR`` first (the stub links ``libpython3.X.so``;
+      with pyenv the system one is a different build and models fail with an ``RLock
+      _recursion_count`` error), then the wheel's bundled libraries (the backend library is used
+      from another directory, so its ``$ORIGIN`` rpath no longer finds them).
+    * ``DDNN_TRITON_SITE_DIRS``: the directory ddnn is imported from and this environment's
+      site-packages; ``model.py`` puts them first on ``sys.path`` (the stub ignores ``PYTHONPATH``).
+    """
+    env = dict(os.environ if base is None else base)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    ldlib = sysconfig.get_config_var("LDLIBRARY") or ""
+    lib_paths = [libdir] if libdir and ldlib and (Path(libdir) / ldlib).exists() else []
+    if install is not None and install.libs is not None:
+        lib_paths.append(str(install.libs))
+    lib_paths += [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p not in lib_paths]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_paths)
+    import ddnn
+
+    site_dirs = [str(Path(ddnn.__file__).resolve().parents[1])]
+    for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
+        if p not in site_dirs:
+            site_dirs.append(p)
+    env[ENV_SITE_DIRS] = os.pathsep.join(site_dirs)
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free right now (bind port 0, read it back, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def repository_models(repository: Path) -> list[str]:
+    """Models a repository serves: from its manifest, else every directory with a config.pbtxt."""
+    if (repository / MANIFEST_NAME).is_file():
+        return list(load_manifest(repository).model_names)
+    return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
+
+
+def wait_until_ready(url: str, models: list[str], timeout: float, process: subprocess.Popen | None = None,
+                     log_path: Path | None = None, interval: float = 0.1) -> None:
+    """Poll ``url`` until the server and every model are ready; raise TritonStartupError otherwise.
+
+    Fails at once if ``process`` exits, and names the models that never became ready.
+    """
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    deadline = time.monotonic() + timeout
+    pending = list(models)
+    server_ready = False
+    last_error = ""
+    with grpcclient.InferenceServerClient(url) as client:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise TritonStartupError(f"tritonserver exited with code {process.returncode} during startup",
+                                         log_tail(log_path))
+            try:
+                server_ready = client.is_server_ready(client_timeout=2.0)
+                if server_ready:
+                    pending = [m for m in pending if not client.is_model_ready(m, client_timeout=2.0)]
+                    if not pending:
+                        return
+            except InferenceServerException as exc:
+                last_error = exc.message() or str(exc)
+            if time.monotonic() >= deadline:
+                what = f"models not ready: {pending}" if server_ready else "server not ready"
+                detail = f" (last error: {last_error})" if last_error else ""
+                raise TritonStartupError(f"Triton at {url} not ready after {timeout:g}s; {what}{detail}",
+                                         log_tail(log_path))
+            time.sleep(interval)
+
+
+def log_tail(path: Path | None, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file ('' if there is none)."""
+    if path is None or not Path(path).is_file():
+        return ""
+    with open(path, errors="replace") as f:
+        return "".join(deque(f, maxlen=lines)).rstrip()
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process of the group is left (killed stubs take a moment to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _cleanup(proc: subprocess.Popen, shm_prefix: str) -> None:
+    """Last resort when a server object is collected or the interpreter exits while Triton runs."""
+    if proc.poll() is None:
+        _kill_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+    _kill_group(proc.pid, signal.SIGKILL)  # stubs orphaned by a killed server
+    if not _wait_group_gone(proc.pid, 5.0):
+        log.warning("processes of tritonserver's group %s still exist after SIGKILL", proc.pid)
+    for f in Path("/dev/shm").glob(f"{shm_prefix}*"):
+        with contextlib.suppress(OSError):
+            f.unlink()
+
+
+class TritonServer:
+    """A ``tritonserver`` subprocess serving one or more model repositories.
+
+    Args:
+        repositories: model repository directories (``ddnn export-triton`` output).
+        models: models to load and wait for; default every model the repositories list.
+        host: address the endpoints bind to (``0.0.0.0`` to serve other machines).
+        grpc_port, http_port, metrics_port: 0 = a free port of its own; ``http_port=None`` or
+            ``metrics_port=None`` turns that endpoint off.
+        startup_timeout: seconds to wait for the server and every model to be ready.
+        stop_grace: seconds between SIGTERM (Triton drains in-flight requests) and SIGKILL.
+        log_path: tritonserver's stdout/stderr; default a temporary file removed on stop.
+        model_control_mode: ``explicit`` (load ``models`` at startup) or ``poll`` (also reload
+            changed models every ``poll_secs``).
+        shm_bytes: initial shared memory per model instance between Triton and the stub (the
+            backend grows it in steps of the same size; a 1 MiB default would grow per request).
+        extra_args: more tritonserver flags.
+    """
+
+    def __init__(self, repositories: str | Path | list[str | Path], *, models: list[str] | None = None,
+                 host: str = "127.0.0.1", grpc_port: int = 0, http_port: int | None = 0,
+                 metrics_port: int | None = 0, startup_timeout: float = 120.0, stop_grace: float = 10.0,
+                 log_path: str | Path | None = None, model_control_mode: str = "explicit", poll_secs: int = 5,
+                 shm_bytes: int = 16 << 20, extra_args: list[str] | None = None,
+                 install: TritonInstall | None = None):
+        repos = [repositories] if isinstance(repositories, (str, Path)) else list(repositories)
+        self.repositories = [Path(r).resolve() for r in repos]
+        for r in self.repositories:
+            if not r.is_dir():
+                raise NotFound(f"model repository {r} does not exist")
+        if model_control_mode not in ("explicit", "poll"):
+            raise ValueError(f"model_control_mode must be 'explicit' or 'poll', got {model_control_mode!r}")
+        self.models = list(models) if models is not None else [m for r in self.repositories
+                                                                  for m in repository_models(r)]
+        self.host = host
+        self._ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
+        self.startup_timeout = startup_timeout
+        self.stop_grace = stop_grace
+        self._log_path = Path(log_path) if log_path else None
+        self.model_control_mode = model_control_mode
+        self.poll_secs = poll_secs
+        self.shm_bytes = shm_bytes
+        self.extra_args = list(extra_args or [])
+        self._install = install
+        self.process: subprocess.Popen | None = None
+        self.ports: dict[str, int | None] = {}
+        self.log_path: Path | None = None
+        self._work_dir: str | None = None
+        self._backend_dir: Path | None = None
+        self._shm_prefix = ""
+        self._finalizer = None
+
+    # -- endpoints ---------------------------------------------------------------------------
+    @property
+    def _connect_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @property
+    def url(self) -> str:
+        """gRPC address for tritonclient (``host:port``)."""
+        return f"{self._connect_host}:{self.ports['grpc']}"
+
+    @property
+    def http_url(self) -> str | None:
+        return f"{self._connect_host}:{self.ports['http']}" if self.ports.get("http") else None
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{self._connect_host}:{self.ports['metrics']}/metrics" if self.ports.get("metrics") else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        """The tritonserver command line for the current ports (after :meth:`start` picked them)."""
+        install = self._install
+        p = self.ports
+        cmd = [str(install.binary)]
+        cmd += [f"--model-repository={r}" for r in self.repositories]
+        cmd += [f"--backend-directory={self._backend_dir}",
+                f"--model-control-mode={self.model_control_mode}",
+                "--strict-readiness=true", "--exit-on-error=true",
+                # The configs are complete: without this the Python backend starts one extra stub per
+                # model (importing torch) only to ask model.py for a config.
+                "--disable-auto-complete-config",
+                f"--exit-timeout-secs={max(1, int(self.stop_grace))}",
+                f"--grpc-address={self.host}", f"--grpc-port={p['grpc']}",
+                # Let clients keep idle connections alive with pings every >= 10 s (see TritonClient).
+                "--grpc-keepalive-permit-without-calls=true", "--grpc-http2-max-pings-without-data=0",
+                "--grpc-http2-min-recv-ping-interval-without-data=10000",
+                f"--backend-config=python,shm-default-byte-size={self.shm_bytes}",
+                f"--backend-config=python,shm-growth-byte-size={self.shm_bytes}",
+                f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+                "--log-verbose=0", "--log-info=true"]
+        if self.model_control_mode == "explicit":
+            cmd += [f"--load-model={m}" for m in self.models] if self.models else ["--load-model=*"]
+        else:
+            cmd += [f"--repository-poll-secs={self.poll_secs}"]
+        if p["http"] is None:
+            cmd += ["--allow-http=false"]
+        else:
+            cmd += ["--allow-http=true", f"--http-address={self.host}", f"--http-port={p['http']}"]
+        if p["metrics"] is None:
+            cmd += ["--allow-metrics=false"]
+        else:
+            cmd += ["--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={self.host}",
+                    f"--metrics-port={p['metrics']}"]
+        return cmd + self.extra_args
+
+    def start(self) -> TritonServer:
+        """Launch tritonserver and wait until it and every model is ready.
+
+        Raises:
+            TritonNotInstalled: the binary, backend or stub is missing (named).
+            TritonStartupError: the server exited or was not ready within ``startup_timeout``;
+                the message ends with the tail of its log. The process is stopped first.
+        """
+        if self.running:
+            return self
+        self._install = self._install or find_tritonserver()
+        self._work_dir = tempfile.mkdtemp(prefix="ddnn-triton-")
+        weakref.finalize(self, shutil.rmtree, self._work_dir, True)  # if stop() is never called
+        self._backend_dir = assemble_backend_directory(self._install, Path(self._work_dir) / "backends")
+        self.log_path = self._log_path or Path(self._work_dir) / "tritonserver.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = stub_environment(install=self._install)
+        for attempt in range(3):  # a port picked free can be taken before Triton binds it
+            self.ports = {k: (free_port(self.host) if v == 0 else v) for k, v in self._ports.items()}
+            self._shm_prefix = f"ddnn_triton_{os.getpid()}_{id(self) & 0xFFFFFF:x}_{attempt}_"
+            self._launch(env)
+            try:
+                wait_until_ready(self.url, self.models, self.startup_timeout, self.process, self.log_path)
+                log.info("Triton ready at %s (models %s, log %s)", self.url, self.models, self.log_path)
+                return self
+            except TritonStartupError as exc:
+                self.stop(keep_work_dir=True)
+                retry = (attempt < 2 and 0 in self._ports.values()
+                         and any(m in exc.log_tail.lower() for m in PORT_TAKEN))
+                if not retry:
+                    self._remove_work_dir()
+                    raise
+                log.warning("Triton port taken between picking and binding; retrying with new ports")
+        raise AssertionError("unreachable")
+
+    def _launch(self, env: dict[str, str]) -> None:
+        cmd = self.command()
+        log.debug("starting %s", " ".join(cmd))
+        with open(self.log_path, "ab") as logf:
+            # Own session: stop() can signal Triton and the stub processes it forks, and nothing else.
+            self.process = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=env, start_new_session=True, cwd=self._work_dir)
+        self._finalizer = weakref.finalize(self, _cleanup, self.process, self._shm_prefix)
+
+    def stop(self, keep_work_dir: bool = False) -> int | None:
+        """SIGTERM (Triton drains in-flight requests), SIGKILL after ``stop_grace``; returns the exit code."""
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self.stop_grace + 5)  # Triton itself gives up on in-flight work after stop_grace
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver (pid %s) did not stop after SIGTERM; killing it", proc.pid)
+                _kill_group(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if self._finalizer is not None:
+            self._finalizer()  # stray stubs, leftover shared memory
+            self._finalizer = None
+        if not keep_work_dir:
+            self._remove_work_dir()
+        return proc.returncode
+
+    def _remove_work_dir(self) -> None:
+        if self._work_dir:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._work_dir = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.log_path, lines)
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ExistingTriton:
+    """A Triton server run by someone else (a container, another host): wait for it, never stop it."""
+
+    def __init__(self, address: str, *, models: list[str] | None = None, startup_timeout: float = 60.0):
+        self.url = address.removeprefix("grpc://")
+        self.models = list(models or [])
+        self.startup_timeout = startup_timeout
+
+    def start(self) -> ExistingTriton:
+        wait_until_ready(self.url, self.models, self.startup_timeout)
+        return self
+
+    def stop(self) -> None:
+        """Nothing to stop: the server is not ours."""
+
+    def __enter__(self) -> ExistingTriton:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def triton(address: str | None = None, repository: str | Path | list[str | Path] | None = None,
+           **kwargs) -> TritonServer | ExistingTriton:
+    """The Triton a service should use: the one at ``address`` if given, else one launched on ``repository``.
+
+    ``models`` (and the other keyword arguments of :class:`TritonServer`) pass through.
+    """
+    if address:
+        allowed = {k: v for k, v in kwargs.items() if k in ("models", "startup_timeout")}
+        return ExistingTriton(address, **allowed)
+    if repository is None:
+        raise ValueError("give a Triton address or a model repository to launch Triton on")
+    return TritonServer(repository, **kwargs)

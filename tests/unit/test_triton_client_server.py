@@ -1,0 +1,130 @@
+"""Triton client error mapping and launcher helpers that need no running server."""
+
+import os
+import socket
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from ddnn.errors import InvalidInput, NotFound, NotReady, Overloaded
+from ddnn.triton.client import (
+    TritonClient,
+    TritonDeadlineExceeded,
+    TritonInternalError,
+    channel_args,
+    map_triton_error,
+)
+from ddnn.triton.server import (
+    ENV_SITE_DIRS,
+    TritonNotInstalled,
+    TritonServer,
+    assemble_backend_directory,
+    find_tritonserver,
+    free_port,
+    stub_environment,
+)
+
+
+@pytest.mark.parametrize(("status", "kind"), [
+    ("StatusCode.INVALID_ARGUMENT", InvalidInput),
+    ("StatusCode.NOT_FOUND", NotFound),
+    ("StatusCode.UNAVAILABLE", NotReady),
+    ("StatusCode.DEADLINE_EXCEEDED", TritonDeadlineExceeded),
+    ("StatusCode.RESOURCE_EXHAUSTED", Overloaded),
+    ("StatusCode.INTERNAL", TritonInternalError),
+    (None, TritonInternalError),
+])
+def test_triton_statuses_map_to_domain_errors(status, kind):
+    exc = InferenceServerException("[request id: <id_unknown>] input 'X' is odd", status=status)
+    mapped = map_triton_error(exc, "m-block7")
+    assert type(mapped) is kind
+    assert str(mapped).startswith("Triton model 'm-block7': input 'X' is odd")  # request-id noise dropped
+
+
+def test_deadline_is_a_not_ready_and_a_timeout():
+    assert issubclass(TritonDeadlineExceeded, NotReady) and issubclass(TritonDeadlineExceeded, TimeoutError)
+
+
+def test_channel_args_set_limits_and_keepalive():
+    args = dict(channel_args(1 << 20, 15))
+    assert args["grpc.max_send_message_length"] == args["grpc.max_receive_message_length"] == 1 << 20
+    assert args["grpc.keepalive_time_ms"] == 15000
+    assert "grpc.keepalive_time_ms" not in dict(channel_args(1 << 20, None))
+
+
+def test_client_refuses_what_it_cannot_send_without_a_round_trip():
+    client = TritonClient(f"127.0.0.1:{free_port()}", max_message_bytes=1000)
+    from ddnn.triton.client import ModelIO
+
+    io = ModelIO("FEATURES", "FP32", (-1, 4), "LOGITS")
+    with pytest.raises(InvalidInput, match="exceeds the message size limit of 1000 bytes"):
+        client._request("m", io, np.zeros((100, 4), np.float32))
+    with pytest.raises(InvalidInput, match=r"empty batch \(N = 0\)"):
+        client._request("m", io, np.zeros((0, 4), np.float32))
+    with pytest.raises(InvalidInput, match="unsupported dtype"):
+        client._request("m", io, np.array([["a"]], dtype=object))
+    with pytest.raises(TritonDeadlineExceeded):
+        client.infer("m", np.zeros((1, 4), np.float32), timeout_s=0)
+    client.close()
+
+
+def test_client_to_nothing_reports_not_ready():
+    with TritonClient(f"127.0.0.1:{free_port()}", timeout_s=2) as client:
+        assert client.is_ready() is False
+        with pytest.raises(NotReady, match="UNAVAILABLE"):
+            client.infer("m", np.zeros((1, 4), np.float32))
+
+
+def test_missing_binary_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("DDNN_TRITONSERVER", str(tmp_path / "nope" / "tritonserver"))
+    with pytest.raises(TritonNotInstalled, match=r"DDNN_TRITONSERVER=.*nope/tritonserver is not an executable"):
+        find_tritonserver()
+
+
+def test_wheel_install_is_found_with_this_pythons_stub(monkeypatch):
+    monkeypatch.delenv("DDNN_TRITONSERVER", raising=False)
+    install = find_tritonserver()
+    assert install.binary.is_file() and os.access(install.binary, os.X_OK)
+    assert install.stub.parent.name == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert (install.python_backend / "libtriton_python.so").is_file()
+
+
+def test_backend_directory_puts_the_stub_beside_the_backend(tmp_path, monkeypatch):
+    monkeypatch.delenv("DDNN_TRITONSERVER", raising=False)
+    install = find_tritonserver()
+    d = assemble_backend_directory(install, tmp_path / "backends")
+    names = sorted(p.name for p in (d / "python").iterdir())
+    assert names == ["libtriton_python.so", "triton_python_backend_stub", "triton_python_backend_utils.py"]
+    assert (d / "python" / "triton_python_backend_stub").resolve() == install.stub.resolve()
+    assemble_backend_directory(install, tmp_path / "backends")  # idempotent
+
+
+def test_stub_environment_points_at_this_interpreter():
+    env = stub_environment({"LD_LIBRARY_PATH": "/elsewhere"}, find_tritonserver())
+    libs = env["LD_LIBRARY_PATH"].split(os.pathsep)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if (Path(libdir) / sysconfig.get_config_var("LDLIBRARY")).exists():
+        assert libs[0] == libdir  # this Python's libpython before the system one
+    assert libs[-1] == "/elsewhere"
+    site_dirs = env[ENV_SITE_DIRS].split(os.pathsep)
+    import ddnn
+
+    assert site_dirs[0] == str(Path(ddnn.__file__).resolve().parents[1])
+    assert sysconfig.get_paths()["purelib"] in site_dirs
+
+
+def test_free_port_is_bindable():
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_server_rejects_a_missing_repository(tmp_path):
+    with pytest.raises(NotFound, match="does not exist"):
+        TritonServer(tmp_path / "missing")
+    with pytest.raises(ValueError, match="model_control_mode"):
+        TritonServer(tmp_path, model_control_mode="none")
