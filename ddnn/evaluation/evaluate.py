@@ -65,5 +65,6 @@ def evaluate(checkpoint: Checkpoint | str | Path, arrays: ImageArrays, policy: E
         if fitted_for and fitted_for != ck.sha256:
             log.warning("policy was calibrated for checkpoint %s…, not %s…", fitted_for[:12], ck.sha256[:12])
             info["policy_checkpoint_mismatch"] = True
+    active_exits(policy, exits, ck.exit_names)  # fail before the forward pass, naming the exit
     logits = exit_logits(ck, arrays, use_cache=use_cache, progress=progress)
     return evaluate_logits(logits, arrays.labels, policy, ck.model, exits, info)

@@ -122,7 +122,7 @@ class EvalReport:
         if self.info.get("policy"):
             lines.append(f"policy: {self.info['policy']}")
         lines.append(f"edge exits: {', '.join(self.outcomes.edge_exits) or 'none (cloud only)'}")
-        lines += ["", f"{'exit':<10}{'acc_separate':>14}{'exit rate':>12}{'acc_allocate':>14}"]
+        lines += ["", f"{'exit':<16}{'acc_separate':>14}{'exit rate':>12}{'acc_allocate':>14}"]
         route = dict(zip(self.outcomes.edge_exits, self.outcomes.edge_exits, strict=True))
         route["final"] = CLOUD
         for name, acc in m["acc_separate"].items():
@@ -130,8 +130,8 @@ class EvalReport:
             rate = _pct(m["exit_rate"][point]) if point else "-"
             alloc = _pct(m["acc_allocate"][point]) if point else "-"
             label = f"{name} (cloud)" if name == "final" else name
-            lines.append(f"{label:<10}{_pct(acc):>14}{rate:>12}{alloc:>14}")
-        lines.append(f"{DROPPED:<10}{'':>14}{_pct(m['exit_rate'][DROPPED]):>12}")
+            lines.append(f"{label:<16}{_pct(acc):>14}{rate:>12}{alloc:>14}")
+        lines.append(f"{DROPPED:<16}{'':>14}{_pct(m['exit_rate'][DROPPED]):>12}")
         lines += [
             "",
             f"  edge exit rate (n in Eq. 8)              {_pct(m['edge_exit_rate'])}",
@@ -149,8 +149,8 @@ class EvalReport:
         lb = c["link_bytes"]
         per = ", ".join(f"{k} {v:,.0f}" for k, v in lb["expected_per_sample"].items())
         shape = "x".join(map(str, lb["feature_shape"]))
-        lines += [f"  link bytes/sample, expected ({lb['payload']} {shape})  {per}",
-                  f"  link bytes/sample, raw uint8 input instead: {lb['raw_offload_expected_per_sample']:,.0f} "
+        lines += [f"  link bytes/sample, expected              {per} ({lb['payload']} {shape} per offload)",
+                  f"  link bytes/sample, raw input offload     uint8 {lb['raw_offload_expected_per_sample']:,.0f} "
                   f"(cloud only: {lb['cloud_only_per_sample']:,})"]
         return "\n".join(lines)
 

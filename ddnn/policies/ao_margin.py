@@ -41,7 +41,7 @@ from ddnn.policies.params import checked_number, number_field
 
 DEFAULT_BANDWIDTH = 0.05  # Lo et al. §III-C
 DEFAULT_MIN_PAIR_SAMPLES = 40
-DEFAULT_GRID_POINTS = 41  # step 0.025, half the bandwidth: the log odds are close to linear between points
+DEFAULT_GRID_POINTS = 33  # step 1/32 < the bandwidth: the log odds are close to linear between points
 LOG_ODDS_CLIP = 25.0  # odds beyond e^25 ~ 7e10 are all the same decision for any practical knob
 
 
