@@ -225,9 +225,12 @@ def calibrate(logits: dict[str, np.ndarray], labels: np.ndarray, method: str, ex
 
 
 def repo_relative(path: str | Path) -> str:
-    """``path`` relative to the repository root (portable in files the repo ships), if it is absolute."""
+    """``path`` relative to the repository root when it lies in or beside the repository (so
+    files the repo ships stay portable), else as given."""
     p = Path(path)
-    return os.path.relpath(p, REPO_ROOT) if p.is_absolute() else str(p)
+    if p.is_absolute() and p.resolve().is_relative_to(REPO_ROOT.parent):
+        return os.path.relpath(p, REPO_ROOT)
+    return str(p)
 
 
 def _existing(path: Path) -> Path | None:

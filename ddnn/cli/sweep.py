@@ -27,7 +27,11 @@ def register(sub) -> None:
                        "gain), summary.md and sweep.json.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped models/resnet20w32-cifar10.pt)")
-    p.add_argument("--exit", default=None, help="edge exit to sweep (default: the deepest edge exit)")
+    p.add_argument("--exit", default=None, help="edge exit to sweep (default: the deepest edge exit; with --aux, "
+                   "the auxiliary network's final exit)")
+    p.add_argument("--aux", default=None, metavar="CHECKPOINT",
+                   help="Lo et al.'s arrangement: this auxiliary network answers at the edge (its exit --exit) and "
+                   "--checkpoint is the principal network in the cloud, fed the raw input")
     p.add_argument("--data", default=None, help="the checkpoint's training data, for its validation split "
                    "(default: the recorded source, else $DDNN_TRAIN_DATA or ../shared/datasets/cifar10-jpeg)")
     p.add_argument("--test-data", default=None, help="test data (default: $DDNN_TEST_DATA, else the shipped "
@@ -43,34 +47,60 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ddnn.calibration import repo_relative, validation_split
+def _edge_and_cloud(args, ck, progress):
+    """Validation and test logits keyed by the swept edge exit and ``final`` (the cloud), the
+    split costs, and the exit name; from one checkpoint, or an auxiliary plus a principal one."""
+    import numpy as np
+
+    from ddnn.calibration import validation_split
     from ddnn.checkpoint import load_checkpoint
     from ddnn.data import load_split
-    from ddnn.evaluation import exit_logits, split_costs
+    from ddnn.evaluation import aux_principal_costs, exit_logits, split_costs
+    from ddnn.paths import default_test_source
+
+    edge_ck = load_checkpoint(args.aux) if args.aux else ck
+    edge = [e for e in edge_ck.exit_names if e != "final"]
+    candidates = [*edge, "final"] if args.aux else edge
+    if not candidates:
+        raise ValueError(f"{edge_ck.path}: the checkpoint has no early exit to sweep")
+    exit = args.exit or candidates[-1]
+    if exit not in candidates:
+        which = "auxiliary network's exits" if args.aux else "checkpoint's edge exits"
+        raise ValueError(f"--exit {exit}: not an edge exit; the {which}: {candidates}")
+    val = validation_split(ck, args.data)
+    test = load_split(args.test_data or default_test_source(), "test")
+    if not args.aux:
+        return (exit_logits(ck, val, progress=progress), exit_logits(ck, test, progress=progress),
+                split_costs(ck.model, [exit]), exit, val, test)
+    aux_val = validation_split(edge_ck, args.data)
+    if not np.array_equal(aux_val.images, val.images):
+        raise ValueError(f"--aux {args.aux}: trained with a different validation split than {ck.path}")
+    name = f"aux_{exit}"
+    logits = []
+    for arrays in (val, test):
+        principal, aux = exit_logits(ck, arrays, progress=progress), exit_logits(edge_ck, arrays, progress=progress)
+        logits.append({name: aux[exit], "final": principal["final"]})
+    return (*logits, aux_principal_costs(edge_ck.model, ck.model, [exit]), name, val, test)
+
+
+def run(args) -> int:
+    from ddnn.calibration import repo_relative
+    from ddnn.checkpoint import load_checkpoint
     from ddnn.evaluation.sweep import sweep as run_sweep
     from ddnn.evaluation.sweep import table2, write_outputs
-    from ddnn.paths import SHIPPED_CHECKPOINT, default_test_source
+    from ddnn.paths import SHIPPED_CHECKPOINT
 
     if args.points < 2:
         raise ValueError(f"--points must be at least 2, got {args.points}")
     if not 0.0 < args.bandwidth <= 1.0:
         raise ValueError(f"--bandwidth must be in (0, 1], got {args.bandwidth}")
     ck = load_checkpoint(args.checkpoint or SHIPPED_CHECKPOINT)
-    edge = [e for e in ck.exit_names if e != "final"]
-    if not edge:
-        raise ValueError(f"{ck.path}: the checkpoint has no early exit to sweep")
-    exit = args.exit or edge[-1]
-    if exit not in edge:
-        raise ValueError(f"--exit {exit}: not an edge exit of the checkpoint; its edge exits: {edge}")
     progress = False if args.no_progress else None
-    val = validation_split(ck, args.data)
-    test = load_split(args.test_data or default_test_source(), "test")
-    val_logits = exit_logits(ck, val, progress=progress)
-    test_logits = exit_logits(ck, test, progress=progress)
-    result = run_sweep(val_logits, val.labels, test_logits, test.labels, exit, split_costs(ck.model, [exit]),
-                       points=args.points, bandwidth=args.bandwidth, min_pair_samples=args.min_pair_samples,
-                       ao_knobs=args.ao_knobs)
+    val_logits, test_logits, costs, exit, val, test = _edge_and_cloud(args, ck, progress)
+    result = run_sweep(val_logits, val.labels, test_logits, test.labels, exit, costs, points=args.points,
+                       bandwidth=args.bandwidth, min_pair_samples=args.min_pair_samples, ao_knobs=args.ao_knobs)
+    if args.aux:
+        result.info["aux_checkpoint"] = repo_relative(args.aux)
     result.info.update({"checkpoint": repo_relative(ck.path), "checkpoint_sha256": ck.sha256,
                         "val_source": repo_relative(val.source), "val_samples": len(val),
                         "test_source": repo_relative(test.source), "test_samples": len(test),

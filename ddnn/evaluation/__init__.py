@@ -1,6 +1,6 @@
 """Offline evaluation: cached per-exit logits, the edge cascade, and the papers' metrics."""
 
-from ddnn.evaluation.costs import SplitCosts, expected_costs, split_costs
+from ddnn.evaluation.costs import SplitCosts, aux_principal_costs, expected_costs, split_costs
 from ddnn.evaluation.evaluate import describe_policy, evaluate, evaluate_logits
 from ddnn.evaluation.logits import compute_logits, data_fingerprint, exit_logits, logits_cache_path
 from ddnn.evaluation.report import EvalReport, accuracy_metrics, build_report
@@ -14,6 +14,7 @@ __all__ = [
     "SplitCosts",
     "accuracy_metrics",
     "active_exits",
+    "aux_principal_costs",
     "build_report",
     "compute_logits",
     "data_fingerprint",

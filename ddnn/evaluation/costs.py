@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddnn.models import MultiExitNet, cloud_part, count_macs, split_at
+from ddnn.models import MultiExitNet, aux_principal, cloud_part, count_macs, split_at
 
 RAW_INPUT_BYTES = 32 * 32 * 3  # one uint8 CIFAR image
 BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -23,6 +23,7 @@ class SplitCosts:
     cloud_macs: int
     full_macs: int
     feature_shape: tuple[int, ...]
+    offload: str = "features"  # or "input": offloaded samples send their raw uint8 image
 
     @property
     def feature_values(self) -> int:
@@ -37,7 +38,7 @@ def split_costs(model: MultiExitNet, exits: Sequence[str]) -> SplitCosts:
     full = cloud_part(model, 0)
     full_macs = count_macs(full, (1, *model.shapes[0]))
     if not exits:
-        return SplitCosts((), full_macs, full_macs, (32, 32, 3))
+        return SplitCosts((), full_macs, full_macs, (32, 32, 3), "input")
     split = split_at(model, exits[-1], list(exits))
     segments, start = [], 0
     for seg in split.edge.segments:
@@ -47,6 +48,20 @@ def split_costs(model: MultiExitNet, exits: Sequence[str]) -> SplitCosts:
         start = pos
     cloud_macs = count_macs(split.cloud, (1, *model.shapes[start]))
     return SplitCosts(tuple(segments), cloud_macs, full_macs, tuple(split.edge.feature_shape))
+
+
+def aux_principal_costs(aux: MultiExitNet, principal: MultiExitNet, aux_exits: Sequence[str]) -> SplitCosts:
+    """Costs of Lo et al.'s arrangement: exits of an auxiliary network at the edge, the whole
+    principal network in the cloud on the raw input. MACs are normalized to the principal."""
+    split = aux_principal(aux, principal, list(aux_exits))
+    segments, start = [], 0
+    for name, seg in zip(aux_exits, split.edge.segments, strict=True):
+        pos = aux.position(name)
+        macs = count_macs(seg.trunk, (1, *aux.shapes[start])) if pos > start else 0
+        segments.append((seg.name, macs + count_macs(seg.head, (1, *aux.shapes[pos]))))
+        start = pos
+    full = count_macs(split.cloud, (1, *principal.shapes[0]))
+    return SplitCosts(tuple(segments), full, full, (32, 32, 3), "input")
 
 
 def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
@@ -65,7 +80,7 @@ def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
         reached = np.sum((exit_index >= k) | (exit_index < 0)) / n
         edge_macs += reached * macs
     cloud_macs = cloud_rate * costs.cloud_macs
-    if n_edge:
+    if costs.offload == "features":
         payload, per_offload = "features", {k: costs.feature_values * b for k, b in BYTES_PER_VALUE.items()}
     else:
         payload, per_offload = "raw_input", {"uint8": RAW_INPUT_BYTES}

@@ -28,7 +28,7 @@ SWEEP_METHODS = {"CDL": "cdl", "BranchyNet": "entropy", "AO": "ao"}
 REFERENCE = "AO"
 CSV_FIELDS = ("method", "knob", "reference", "paper_rule", "val_edge_exit_rate", "val_acc_overall", "edge_exit_rate",
               "acc_overall", "acc_aux_allocate", "acc_prin_allocate", "edge_macs_norm", "cloud_macs_norm",
-              "link_bytes_fp32")
+              "link_bytes")
 
 
 @dataclass
@@ -57,7 +57,8 @@ def _row(method: str, knob: float, val: dict, test: dict, costs: dict, reference
             "acc_aux_allocate": test["acc_aux_allocate"], "acc_prin_allocate": test["acc_prin_allocate"],
             "edge_macs_norm": costs["macs"]["edge_expected_norm"],
             "cloud_macs_norm": costs["macs"]["cloud_expected_norm"],
-            "link_bytes_fp32": costs["link_bytes"]["expected_per_sample"].get("fp32")}
+            # fp32 features, or the uint8 image when the cloud takes the raw input
+            "link_bytes": next(iter(costs["link_bytes"]["expected_per_sample"].values()))}
 
 
 def sweep(val_logits: dict[str, np.ndarray], val_labels: np.ndarray, test_logits: dict[str, np.ndarray],

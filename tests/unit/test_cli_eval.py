@@ -146,3 +146,18 @@ def test_sweep_writes_csv_plot_table_and_summary(trained, tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "## AO knob 1" in summary and "measured on the test split" in summary
     assert json.loads((out / "sweep.json").read_text())["exit"] == "block2"
+
+
+def test_sweep_aux_principal_arrangement(trained, tmp_path, capsys):
+    # The same tiny network serves as auxiliary (edge, its block1 exit) and principal (cloud).
+    out = tmp_path / "aux"
+    rc, stdout, _ = run(["sweep", "--checkpoint", trained["ck"], "--aux", trained["ck"], "--exit", "block1",
+                         "--data", trained["data"], "--test-data", trained["data"], "--points", "4", "-o", str(out)],
+                        capsys)
+    assert rc == 0 and "AO knob 1" in stdout
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["exit"] == "aux_block1" and doc["info"]["aux_checkpoint"] == trained["ck"]
+    assert set(doc["separate"]) == {"aux_block1", "final"}
+    # The cloud gets the raw image: 3072 bytes per offloaded sample.
+    row = doc["rows"][0]
+    assert row["link_bytes"] == pytest.approx(3072 * (1 - row["edge_exit_rate"]))

@@ -12,6 +12,7 @@ from ddnn.checkpoint import Checkpoint
 from ddnn.data import ImageArrays
 from ddnn.errors import PolicyError
 from ddnn.evaluation import (
+    aux_principal_costs,
     evaluate,
     evaluate_logits,
     exit_logits,
@@ -21,7 +22,7 @@ from ddnn.evaluation import (
     split_costs,
 )
 from ddnn.evaluation.sweep import kept_at_accuracy
-from ddnn.models import ModelSpec, build_model, count_macs
+from ddnn.models import ModelSpec, build_model, cloud_part, count_macs
 from ddnn.policies import DropRule, EdgePolicy, MaxSoftmaxCriterion
 from tests.conftest import random_images
 
@@ -117,6 +118,16 @@ def test_macs_and_link_bytes_follow_the_exit_rates():
                                                          "int8": 2 / 6 * values})
     assert link["raw_input"] == 3072 and link["raw_offload_expected_per_sample"] == pytest.approx(1024)
     assert expected_costs(split_costs(model, []), np.full(4, 0))["link_bytes"]["per_offload"] == {"uint8": 3072}
+
+
+def test_aux_principal_costs_send_the_raw_image():
+    aux, principal = tiny_model(), build_model(ModelSpec("resnet", 14, 3, (), 4, 4))
+    costs = aux_principal_costs(aux, principal, ["block1"])
+    assert costs.full_macs == costs.cloud_macs == count_macs(cloud_part(principal, 0), (1, 3, 32, 32))
+    assert costs.segment_macs[0][1] == count_macs(aux.trunk(0, 1), (1, 3, 32, 32)) + count_macs(
+        aux.head("block1"), (1, *aux.shapes[1]))
+    link = expected_costs(costs, np.array([0, 1, 1, 0]))["link_bytes"]
+    assert link["payload"] == "raw_input" and link["expected_per_sample"] == {"uint8": 1536}
 
 
 def test_report_text_json_and_per_sample_csv(tmp_path):
