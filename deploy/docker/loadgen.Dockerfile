@@ -49,6 +49,7 @@ COPY ddnn/ ddnn/
 COPY --from=protos /src/ddnn/pb/ ddnn/pb/
 COPY services/ services/
 COPY data/cifar10-test.npz data/
+COPY deploy/docker/grpc_health_probe.py deploy/docker/
 RUN install -d -o ddnn -g ddnn /results
 VOLUME /results
 USER 10001:10001
