@@ -39,7 +39,7 @@ async def serve(s: CloudSettings) -> None:
     metrics_port = start_metrics_server(s.metrics_addr, s.metrics_port)
     log.info("cloud serving %s (%s backend) on port %d, metrics on %d", sorted(splits), backend.name, port,
              metrics_port)
-    write_ready_file(s.ready_file, grpc_port=port, metrics_port=metrics_port)
+    write_ready_file(s.ready_file, grpc_port=port, metrics_port=metrics_port, **getattr(backend, "info", {}))
     stop = asyncio.Event()
     install_shutdown(stop)
     await stop.wait()

@@ -16,7 +16,13 @@ class CloudSettings:
     metrics_port: int = setting(9102, "port of the /metrics endpoint (0 = any free port)")
     backend: str = setting("triton", "'triton' (deep segment on a Triton server) or 'torch' (in-process)")
     triton_url: str = setting("", "use the Triton server at host:port instead of starting one")
-    triton_repository: str = setting("", "model repository to export to / serve (default: a cache folder)")
+    triton_repository: str = setting("", "model repository to export to / serve (default: a cache folder); "
+                                         "with --triton-url, the repository that server serves (its manifest "
+                                         "maps split points to model names)")
+    triton_metrics_port: int = setting(0, "metrics port of the Triton this service starts (0 = any free port)")
+    triton_threads: int = setting(1, "torch threads per Triton model instance (0 = cores / instances)")
+    triton_max_queue_delay_us: int = setting(100, "Triton dynamic batcher's queue delay, microseconds")
+    triton_restart: bool = setting(True, "restart the Triton this service started if it dies")
     splits: str = setting("", "split points to serve, comma-separated (default: every edge exit and 'input')")
     max_batch: int = setting(256, "largest batch accepted (samples)")
     max_inflight_batches: int = setting(64, "batches processed at once; more are refused RESOURCE_EXHAUSTED")

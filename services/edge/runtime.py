@@ -7,6 +7,7 @@ A batch takes one immutable :class:`EdgeConfig` snapshot when it starts, so a re
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ from ddnn.models import aux_principal, raw_input_split, split_at
 from ddnn.policies import EdgePolicy
 from services.edge import metrics
 from services.edge.settings import MODES, parse_modes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,11 @@ class EdgeConfig:
     mode: str  # configured: auto | normal | ws | local
     payload: str
     routes: dict[str, Route] = field(default_factory=dict)  # by mode: normal, ws
+
+    def route(self, mode: str) -> Route:
+        """The route a mode runs on: local reuses normal's exits; a mode the policy does not cover
+        (auto may pick ws without a ws criterion) falls back to normal."""
+        return self.routes.get("normal" if mode == "local" else mode) or self.routes["normal"]
 
 
 class EdgeRuntime:
@@ -76,10 +84,19 @@ class EdgeRuntime:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if self.principal is not None and payload != "raw":
             raise InvalidInput("the aux/principal arrangement offloads the raw input: payload must be 'raw'")
-        try:
-            routes = {m: self._route(policy, m, payload) for m in self.mode_exits}
-        except PolicyError as exc:
-            raise PolicyError(f"policy does not fit the edge exits: {exc}") from None
+        routes, missing = {}, {}
+        for m in self.mode_exits:
+            try:
+                routes[m] = self._route(policy, m, payload)
+            except PolicyError as exc:
+                missing[m] = str(exc)
+        needed = {"normal", "ws"} if mode == "auto" else {"normal"} if mode == "local" else {mode}
+        if not routes or (needed - set(routes) and mode != "auto"):
+            m = next(iter(needed - set(routes)))
+            raise PolicyError(f"the policy cannot drive mode {m!r}: {missing[m]}")
+        if needed - set(routes):
+            log.warning("policy covers no exit of mode(s) %s; auto mode will not use them",
+                        sorted(needed - set(routes)))
         cfg = EdgeConfig(policy, mode, payload, routes)
         self._export(cfg)
         return cfg

@@ -108,7 +108,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     async def _process(self, batch, images, emit: Emit, t0: float) -> None:
         cfg = self.runtime.config
         mode = self.effective_mode(cfg)
-        route = cfg.routes["normal" if mode == "local" else mode]
+        route = cfg.route(mode)
         ids = list(batch.sample_ids)
         res = await asyncio.get_running_loop().run_in_executor(self.pool, route.engine.run, images)
         local = np.flatnonzero(res.outcome != CLOUD)
@@ -196,7 +196,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     def status(self) -> edge_pb2.EdgeStatus:
         cfg = self.runtime.config
         mode = self.effective_mode(cfg)
-        route = cfg.routes["normal" if mode == "local" else mode]
+        route = cfg.route(mode)
         est = self.link.estimate if self.link else None
         return edge_pb2.EdgeStatus(
             mode=cfg.mode, effective_mode=mode, active_exits=list(route.exits),

@@ -16,7 +16,7 @@ from ddnn.paths import REPO_ROOT, default_test_source
 from ddnn.runreport import build_report, format_report
 from ddnn.serving.server import start_metrics_server, write_ready_file
 from ddnn.serving.settings import SettingsError, load_settings
-from services.loadgen.runner import run_replay
+from services.loadgen.runner import replay_order, run_replay
 from services.loadgen.settings import LoadgenSettings
 
 log = logging.getLogger("services.loadgen")
@@ -26,12 +26,12 @@ def run(s: LoadgenSettings) -> dict:
     """Replay, write report.json + samples.csv, print the table; return the report."""
     arrays = load_split(s.data or default_test_source(), "test")
     n = min(len(arrays), s.limit) if s.limit else len(arrays)
-    images, labels = arrays.images[:n], arrays.labels[:n]
+    order = replay_order(len(arrays), n, s.shuffle, s.seed)
     if s.metrics_port >= 0:
         port = start_metrics_server(s.metrics_addr, s.metrics_port)
         log.info("metrics on %s:%d", s.metrics_addr, port)
         write_ready_file(s.ready_file, metrics_port=port)
-    records, wall, unknown = asyncio.run(run_replay(images, labels, s))
+    records, wall, unknown = asyncio.run(run_replay(arrays.images, arrays.labels, order, s))
     config = {k: v for k, v in vars(s).items() if not k.startswith("tls_key")}
     config["dataset"] = {"source": arrays.source, "name": arrays.name, "images": n}
     report = build_report(records, wall, config)

@@ -39,18 +39,24 @@ class Batch:
 class Replay:
     """One run: batches to send, the records they fill, and the bookkeeping of answers."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, s: LoadgenSettings):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, order: np.ndarray, s: LoadgenSettings):
+        """Replay ``images[order]`` ``s.repeat`` times; sample id = dataset index + repeat * len(images)."""
         self.s = s
-        n = len(images)
-        self.records = Records(n * s.repeat)
-        self.records.label[:] = np.tile(labels, s.repeat)
+        n, m = len(images), len(order)
+        ids_all = (order[None, :] + n * np.arange(s.repeat)[:, None]).ravel()
+        self.records = Records(len(ids_all))
+        self.records.sample_id[:] = ids_all
+        self.records.label[:] = labels[ids_all % n]
+        self.position = {int(sid): i for i, sid in enumerate(ids_all)}
         self.batches: list[Batch] = []
-        for r in range(s.repeat):
-            for start in range(0, n, s.batch_size):
-                ids = np.arange(start, min(n, start + s.batch_size)) + r * n
-                msg = edge_pb2.ImageBatch(batch_id=len(self.batches), sample_ids=ids.tolist(),
-                                          images=images_to_proto(np.ascontiguousarray(images[ids % n])))
-                self.batches.append(Batch(len(self.batches), ids, msg))
+        for start in range(0, len(ids_all), s.batch_size):
+            pos = np.arange(start, min(len(ids_all), start + s.batch_size))
+            if pos[0] // m != pos[-1] // m:  # keep batches within one repeat, like the papers' testbeds
+                pos = pos[pos // m == pos[0] // m]
+            ids = ids_all[pos]
+            msg = edge_pb2.ImageBatch(batch_id=len(self.batches), sample_ids=ids.tolist(),
+                                      images=images_to_proto(np.ascontiguousarray(images[ids % n])))
+            self.batches.append(Batch(len(self.batches), pos, msg))
         self.by_id = {b.batch_id: b for b in self.batches}
         self.unknown = 0
         self.bar = tqdm(total=len(self.records.label), unit="img", desc="replay", disable=not s.progress)
@@ -66,18 +72,16 @@ class Replay:
         r = self.records
         if rb.HasField("error"):
             for sid in rb.sample_ids:
-                self._answer(batch, int(sid), now)
-                if 0 <= sid < r.n:
-                    r.outcome[sid] = REJECTED
-                    r.exit[sid] = "rejected"
-                    r.error[sid] = f"{grpc.StatusCode(_status(rb.error.code)).name}: {rb.error.message}"
+                i = self._answer(batch, int(sid), now)
+                if i is not None:
+                    r.outcome[i] = REJECTED
+                    r.exit[i] = "rejected"
+                    r.error[i] = f"{grpc.StatusCode(_status(rb.error.code)).name}: {rb.error.message}"
             return
         for res in rb.results:
-            sid = int(res.sample_id)
-            if not 0 <= sid < r.n:
-                self.unknown += 1
+            sid = self._answer(batch, int(res.sample_id), now)
+            if sid is None:
                 continue
-            self._answer(batch, sid, now)
             r.outcome[sid] = res.outcome
             r.exit[sid] = res.exit
             r.prediction[sid] = res.prediction
@@ -89,21 +93,24 @@ class Replay:
             r.server_total_s[sid] = res.timing.total_s
             r.offload_bytes[sid] = res.offload_bytes
 
-    def _answer(self, batch: Batch, sid: int, now: float) -> None:
+    def _answer(self, batch: Batch, sample_id: int, now: float) -> int | None:
+        """Count an answer; return the sample's record position (None if unknown or a repeat)."""
         r = self.records
-        if not 0 <= sid < r.n:
+        sid = self.position.get(sample_id)
+        if sid is None:
             self.unknown += 1
-            return
+            return None
         r.answers[sid] += 1
         if r.answers[sid] > 1:
-            log.error("sample %d answered %d times", sid, r.answers[sid])
-            return
+            log.error("sample %d answered %d times", sample_id, r.answers[sid])
+            return None
         r.latency_s[sid] = now - batch.sent_at
         batch.remaining -= 1
         self.bar.update(1)
         if batch.remaining == 0:
             metrics.INFLIGHT.dec()
             batch.done.set()
+        return sid
 
     def account(self, sid: int) -> None:
         """Update running metrics for one answered sample (after its fields are set)."""
@@ -125,6 +132,12 @@ class Replay:
     def mark_sent(self, batch: Batch) -> None:
         batch.sent_at = time.perf_counter()
         metrics.INFLIGHT.inc()
+
+
+def replay_order(n: int, limit: int, shuffle: bool, seed: int) -> np.ndarray:
+    """Dataset indices to replay: the first ``limit`` of a seeded permutation (or of 0..n-1)."""
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    return order[:limit]
 
 
 def _status(code: int):
@@ -156,14 +169,16 @@ async def _stream(stub, replay: Replay, queue: asyncio.Queue, deadline_s: float)
     async for rb in call:
         replay.on_result_batch(rb)
         ids = rb.sample_ids if rb.HasField("error") else [r.sample_id for r in rb.results]
-        for sid in ids:
-            if 0 <= sid < replay.records.n and replay.records.answers[sid] == 1:
-                replay.account(int(sid))
+        for sample_id in ids:
+            pos = replay.position.get(int(sample_id))
+            if pos is not None and replay.records.answers[pos] == 1:
+                replay.account(pos)
 
 
-async def run_replay(images: np.ndarray, labels: np.ndarray, s: LoadgenSettings) -> tuple[Records, float, int]:
-    """Replay and return (records, wall seconds, answers with unknown ids)."""
-    replay = Replay(images, labels, s)
+async def run_replay(images: np.ndarray, labels: np.ndarray, order: np.ndarray,
+                     s: LoadgenSettings) -> tuple[Records, float, int]:
+    """Replay ``images[order]`` and return (records, wall seconds, answers with unknown ids)."""
+    replay = Replay(images, labels, order, s)
     channel = make_channel(s)
     try:
         try:

@@ -13,6 +13,9 @@ class LoadgenSettings:
     data: str = setting("", "test images: pack, ImageFolder root or CIFAR pickle folder (default: shipped pack)")
     limit: int = setting(0, "replay only the first N images (0 = all)")
     repeat: int = setting(1, "replay the data this many times (ids stay unique)")
+    shuffle: bool = setting(True, "replay in a fixed pseudo-random order (the shipped split is sorted by class, so "
+                                  "--limit would otherwise pick one class); sample ids stay dataset indices")
+    seed: int = setting(0, "seed of the replay order")
     batch_size: int = setting(32, "images per batch (the papers' testbeds use 32)")
     loop: str = setting("closed", "closed: each stream waits for a batch's answers; open: send at --rate")
     concurrency: int = setting(1, "concurrent streams")

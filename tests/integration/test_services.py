@@ -41,8 +41,10 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cloud(work):
-    svc = start("services.cloud", ["--backend", "torch", "--listen", "127.0.0.1:0", "--metrics-port", "0",
-                                   "--max-batch", "64", "--max-message-bytes", str(8 * 1024 * 1024)], work)
+    # The real thing: the cloud exports the checkpoint to a Triton repository and starts Triton.
+    svc = start("services.cloud", ["--backend", "triton", "--listen", "127.0.0.1:0", "--metrics-port", "0",
+                                   "--max-batch", "64", "--max-message-bytes", str(8 * 1024 * 1024),
+                                   "--triton-repository", str(work / "triton-repo")], work, timeout=300)
     yield svc
     assert svc.stop() == 0, svc.log_tail()
 
@@ -79,12 +81,22 @@ def test_distributed_equals_in_process(edge, work, test_images):
     report = run_loadgen(edge.grpc, work / "lg", N_EQUIV, "--concurrency", "2")
     assert report["integrity"]["ok"] and report["samples"] == N_EQUIV
     rows = read_rows(work / "lg" / "samples.csv")
-    assert [int(r["sample_id"]) for r in rows] == list(range(N_EQUIV))
+    ids = np.array([int(r["sample_id"]) for r in rows])
+    assert len(set(ids)) == N_EQUIV and len(set(test_images[1][ids])) == 10  # a shuffled subset: all classes
     ck = load_checkpoint(SHIPPED_CHECKPOINT)
     ref = InProcessPipeline(split_at(ck.model, "block7", ["block7"]), EdgePolicy.from_dict(POLICY))
-    offline = ref.run(test_images[0][:N_EQUIV])
+    offline = ref.run(test_images[0][ids])  # same images, same order, same batches of 32
     assert [r["exit"] for r in rows] == offline.exit
     assert np.array_equal([int(r["prediction"]) for r in rows], offline.prediction)
+    # ... and equal `ddnn eval`'s per-sample output (full-model logits, cached, its own batching).
+    proc = subprocess.run([sys.executable, "-m", "ddnn", "eval", "--policy", str(work / "policy.json"), "--exits",
+                           "block7", "--per-sample", str(work / "eval.csv"), "--no-progress"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    evaluated = {int(r["sample_id"]): r for r in read_rows(work / "eval.csv")}
+    for r in rows:
+        e = evaluated[int(r["sample_id"])]
+        assert (e["exit"], int(e["prediction"])) == (r["exit"], int(r["prediction"])), (r, e)
     # Both paths were exercised, and the edge's own counters say what the client saw.
     rates = report["exit_rates"]
     assert 0.05 < rates["cloud"] < 0.95
@@ -93,6 +105,40 @@ def test_distributed_equals_in_process(edge, work, test_images):
     edge_cloud = m['ddnn_edge_samples_total{outcome="cloud"}']
     assert edge_block7 / (edge_block7 + edge_cloud) == pytest.approx(rates["block7"], abs=1e-9)
     assert report["bytes"]["per_offloaded_sample"] == 128 * 8 * 8 * 4
+
+
+def test_triton_and_torch_backends_give_identical_predictions(cloud, work, test_images):
+    torch_cloud = start("services.cloud", ["--backend", "torch", "--listen", "127.0.0.1:0", "--metrics-port", "0"],
+                        work, name="cloud-torch")
+    rng = np.random.default_rng(1)
+    ck = load_checkpoint(SHIPPED_CHECKPOINT)
+    from ddnn.data.transforms import to_tensor
+
+    pixels = test_images[0][rng.choice(len(test_images[0]), 64, replace=False)]
+    with __import__("torch").inference_mode():
+        feats = split_at(ck.model, "block4").edge(to_tensor(pixels))[1].numpy()
+    batches = [feature_batch("block4", feats, payload="fp32"), feature_batch("input", pixels, payload="raw"),
+               feature_batch("block4", feats, payload="int8")]
+
+    async def ask(addr):
+        async with grpc.aio.insecure_channel(addr) as ch:
+            stub = cloud_pb2_grpc.CloudStub(ch)
+            return [await stub.InferBatch(b, timeout=60) for b in batches]
+
+    try:
+        via_triton, via_torch = asyncio.run(ask(cloud.grpc)), asyncio.run(ask(torch_cloud.grpc))
+        for a, b in zip(via_triton, via_torch, strict=True):
+            assert list(a.predictions) == list(b.predictions)
+            np.testing.assert_allclose(a.confidences, b.confidences, rtol=1e-5, atol=1e-6)
+        status = asyncio.run(_cloud_status(cloud.grpc))
+        assert status.backend == "triton" and all(s.triton_model for s in status.splits)
+    finally:
+        torch_cloud.stop()
+
+
+async def _cloud_status(addr):
+    async with grpc.aio.insecure_channel(addr) as ch:
+        return await cloud_pb2_grpc.CloudStub(ch).GetStatus(cloud_pb2.CloudStatusRequest(), timeout=10)
 
 
 def test_health_and_reflection(edge, cloud):

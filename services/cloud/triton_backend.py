@@ -1,0 +1,119 @@
+"""The deep segment on a real Triton server (Python backend), started here or given by address.
+
+On start the checkpoint's cloud parts are exported to a Triton model repository (one model per
+split point, dynamic batching on; idempotent, so a restart reuses it) and the ``tritonserver``
+binary is launched on it, unless ``--triton-url`` names a running server. A watchdog restarts a
+Triton this service started if it dies; while it is down, requests fail with UNAVAILABLE and
+the edge answers those samples locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ddnn.checkpoint import Checkpoint
+from ddnn.errors import NotReady
+from ddnn.paths import cache_dir
+from ddnn.triton.client import AsyncTritonClient
+from ddnn.triton.repository import ExportOptions, export_repository, load_manifest
+from ddnn.triton.server import TritonServer
+from services.cloud.backends import SplitModel
+from services.cloud.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(self, ck: Checkpoint, splits: dict[str, SplitModel], s: CloudSettings):
+        self.s = s
+        self.splits = splits
+        repo = Path(s.triton_repository) if s.triton_repository else cache_dir() / "triton" / ck.sha256[:16]
+        self.server: TritonServer | None = None
+        if s.triton_url:
+            manifest = load_manifest(repo)
+            self.url = s.triton_url
+        else:
+            options = ExportOptions(max_batch_size=s.max_batch, torch_threads=s.triton_threads,
+                                    max_queue_delay_us=s.triton_max_queue_delay_us)
+            manifest = export_repository(ck, repo, list(splits), options)
+            self.server = TritonServer(repo, models=[manifest.model_for(x).model for x in splits],
+                                       metrics_port=s.triton_metrics_port, http_port=None, startup_timeout=180,
+                                       log_path=repo.parent / f"{repo.name}.tritonserver.log")
+            self.url = ""
+        if manifest.checkpoint_sha256 != ck.sha256:
+            raise ValueError(f"Triton repository {repo} was exported from checkpoint "
+                             f"{manifest.checkpoint_sha256[:12]}, this service serves {ck.sha256[:12]}")
+        self.models = {x: manifest.model_for(x).model for x in splits}
+        for x in splits:
+            splits[x] = SplitModel(**{**splits[x].__dict__, "triton_model": self.models[x]})
+        self.client: AsyncTritonClient | None = None
+        self._watchdog: asyncio.Task | None = None
+        self._restarting = False
+
+    @property
+    def info(self) -> dict:
+        """Triton's endpoints, for the ready file."""
+        if self.server is None:
+            return {"triton_url": self.url}
+        return {"triton_url": self.server.url, "triton_metrics_port": self.server.ports.get("metrics")}
+
+    async def start(self) -> None:
+        if self.server is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.server.start)
+            self.url = self.server.url
+            if self.s.triton_restart:
+                self._watchdog = asyncio.create_task(self._watch(), name="triton-watchdog")
+        self.client = AsyncTritonClient(self.url, timeout_s=self.s.request_timeout_s,
+                                        max_message_bytes=self.s.max_message_bytes)
+        for _ in range(600):
+            if await self.client.is_ready(list(self.models.values())):
+                log.info("Triton at %s serves %s", self.url, self.models)
+                return
+            await asyncio.sleep(0.2)
+        raise NotReady(f"Triton at {self.url} did not become ready with models {list(self.models.values())}")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.server is None or self.server.running:
+                continue
+            log.error("tritonserver exited (code %s); restarting it. Log tail:\n%s", self.server.process.returncode,
+                      self.server.log_tail(15))
+            self._restarting = True
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.server.start)
+                old, self.url = self.client, self.server.url
+                self.client = AsyncTritonClient(self.url, timeout_s=self.s.request_timeout_s,
+                                                max_message_bytes=self.s.max_message_bytes)
+                if old is not None:
+                    with contextlib.suppress(Exception):
+                        await old.close()
+                log.info("Triton restarted at %s", self.url)
+            except Exception:
+                log.exception("Triton restart failed; retrying")
+            finally:
+                self._restarting = False
+
+    async def logits(self, split: str, x: np.ndarray) -> np.ndarray:
+        if self.client is None or self._restarting:
+            raise NotReady("Triton is restarting")
+        return await self.client.infer(self.models[split], x)
+
+    async def ready(self) -> bool:
+        return self.client is not None and await self.client.is_ready(list(self.models.values()))
+
+    async def close(self) -> None:
+        if self._watchdog:
+            self._watchdog.cancel()
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+        if self.server is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.server.stop)
