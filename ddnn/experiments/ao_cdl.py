@@ -18,7 +18,7 @@ import numpy as np
 
 from ddnn.checkpoint import Checkpoint, load_checkpoint
 from ddnn.data import ImageArrays
-from ddnn.evaluation import SplitCosts, exit_logits, split_costs
+from ddnn.evaluation import aux_principal_costs, exit_logits, split_costs
 from ddnn.evaluation.sweep import SWEEP_METHODS, SweepResult, plot, sweep, table2
 from ddnn.experiments.common import Context, pct, table, write_report
 from ddnn.paths import SHIPPED_AUX_CHECKPOINT, SHIPPED_CHECKPOINT
@@ -70,10 +70,12 @@ def eval_sets(ctx: Context, ck: Checkpoint) -> tuple[ImageArrays, ImageArrays, s
 def run_sweeps(ctx: Context, names: tuple[str, ...] | None = None, points: int | None = None) -> dict[str, SweepResult]:
     """Sweep CDL / BranchyNet / AO on each arrangement (all, or those in ``names``) with ``points``
     knobs per method (default 101; 21 in quick mode)."""
+    from ddnn.calibration import validation_split
+
     net, aux = load_checkpoint(SHIPPED_CHECKPOINT), load_checkpoint(SHIPPED_AUX_CHECKPOINT)
     val, test, note = eval_sets(ctx, net)
-    if not ctx.quick and aux.meta.get("data", {}).get("split_seed") != net.meta.get("data", {}).get("split_seed"):
-        raise ValueError("the auxiliary and principal checkpoints were trained on different splits")
+    if not ctx.quick and not np.array_equal(validation_split(aux, ctx.train_data).labels, val.labels):
+        raise ValueError("the auxiliary and principal checkpoints hold out different validation splits")
     logits = {k: (exit_logits(ck, val, progress=False), exit_logits(ck, test, progress=False))
               for k, ck in (("net", net), ("aux", aux))}
     points = points or (21 if ctx.quick else 101)
@@ -87,12 +89,10 @@ def run_sweeps(ctx: Context, names: tuple[str, ...] | None = None, points: int |
             costs = split_costs(net.model, [exit])
         else:
             # Lo et al.: the principal network gets the raw input, so the cloud runs all of it.
-            v = {"aux": logits["aux"][0][exit], "final": logits["net"][0]["final"]}
-            t = {"aux": logits["aux"][1][exit], "final": logits["net"][1]["final"]}
-            aux_costs = split_costs(aux.model, [] if exit == "final" else [exit])
-            aux_macs = aux_costs.full_macs if exit == "final" else aux_costs.segment_macs[0][1]
-            full = split_costs(net.model, []).full_macs
-            costs, exit = SplitCosts((("aux", aux_macs),), full, full, (32, 32, 3)), "aux"
+            name = f"aux_{exit}"
+            v = {name: logits["aux"][0][exit], "final": logits["net"][0]["final"]}
+            t = {name: logits["aux"][1][exit], "final": logits["net"][1]["final"]}
+            costs, exit = aux_principal_costs(aux.model, net.model, [exit]), name
         result = sweep(v, val.labels, t, test.labels, exit, costs, points=points)
         result.info.update({"arrangement": arr.name, "description": arr.description, "note": note,
                             "val_samples": len(val), "test_samples": len(test)})
