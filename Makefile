@@ -47,6 +47,15 @@ demo: $(PROTO_STAMP) ## run the main job on the shipped checkpoint (see README)
 bench: $(PROTO_STAMP) ## run benchmarks/ and rewrite BENCHMARKS.md
 	$(PY) -m benchmarks.run --out BENCHMARKS.md
 
+testbed: $(PROTO_STAMP) ## three namespaces + netem link profiles: WS vs normal vs auto, mode over time (root; TESTBED_ARGS=--quick)
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "make testbed: needs root (network namespaces, veth, tc netem): run 'sudo make testbed'" >&2; exit 1; fi
+	@command -v ip >/dev/null && command -v tc >/dev/null || { \
+	  echo "make testbed: needs ip and tc: apt-get install -y iproute2" >&2; exit 1; }
+	$(PY) -m ddnn.testbed $(TESTBED_ARGS)
+
+.PHONY: testbed
+
 clean: ## remove generated code and caches (keeps .venv)
 	rm -rf ddnn/pb .pytest_cache .ruff_cache .hypothesis
 
