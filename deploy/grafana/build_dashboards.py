@@ -95,7 +95,8 @@ OVERVIEW: list[tuple[str, list[Panel]]] = [
         Panel("Cloud link", [
             ("max(ddnn_edge_cloud_connected)", "connected"),
             (_quantile(0.99, "ddnn_edge_cloud_rtt_seconds", ""), "batch RTT p99 (s)"),
-            ("max(ddnn_edge_link_rtt_seconds)", "RTT EWMA (s)")],
+            ("max(ddnn_edge_link_rtt_seconds)", "RTT EWMA (s)"),
+            ("max(ddnn_edge_link_error_rate)", "error rate EWMA")],
             description="1 while the edge's stream to the cloud is up; round trip of one feature batch."),
     ]),
     ("Cloud", [
@@ -114,10 +115,17 @@ OVERVIEW: list[tuple[str, list[Panel]]] = [
     ("Control: mode and thresholds", [
         Panel("Configured mode", [("max by (mode) (ddnn_edge_mode) == 1", "{{mode}}")], kind="stat", width=6,
               options={"textMode": "name"}),
-        Panel("Exit thresholds (knobs)", [("max by (exit, kind) (ddnn_edge_threshold)", "{{exit}} ({{kind}})")],
-              width=12, description="Current knob of each exit's criterion; changes when the policy is reloaded."),
+        Panel("Effective mode", [("max by (mode) (ddnn_edge_effective_mode) == 1", "{{mode}}")], kind="stat",
+              width=6, options={"textMode": "name"},
+              description="The mode in effect: with --mode auto, chosen from the link estimate (normal, ws, local)."),
+        Panel("Mode switches (last hour)", [("sum(increase(ddnn_edge_mode_switches_total[1h])) or vector(0)",
+                                             "switches")], kind="stat", width=6),
         Panel("Samples in flight", [("sum(ddnn_edge_inflight_samples)", "edge samples"),
                                     ("sum(ddnn_cloud_inflight_batches)", "cloud batches")], width=6),
+        Panel("Exit thresholds (knobs)", [("max by (exit, kind) (ddnn_edge_threshold)", "{{exit}} ({{kind}})")],
+              width=12, description="Current knob of each exit's criterion; changes when the policy is reloaded."),
+        Panel("Link estimate (EWMA)", [("max(ddnn_edge_link_throughput_bytes_per_second)", "offload throughput")],
+              unit="Bps", width=12, description="The edge's smoothed estimate of the uplink, input of --mode auto."),
     ]),
     ("Triton (cloud deep segments)", [
         Panel("Triton request rate per model", [

@@ -30,7 +30,7 @@ TRITON_METRICS = {"nv_inference_request_success", "nv_inference_request_failure"
                   "nv_inference_compute_infer_duration_us", "nv_inference_compute_input_duration_us",
                   "nv_inference_compute_output_duration_us", "nv_inference_pending_request_count"}
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "max", "min", "avg", "histogram_quantile", "ignoring", "group_left",
-                "absent", "on", "without", "and", "or", "unless", "count", "le", "offset", "bool"}
+                "absent", "on", "without", "and", "or", "unless", "count", "le", "offset", "bool", "vector"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
