@@ -30,6 +30,23 @@ def conv_layers(ck, exit: str) -> int:
     return 1 + 2 * ck.model.position(exit)
 
 
+PAPER_GAP = 0.81 - 0.72
+
+
+def _compare(gap: float, ws, normal) -> str:
+    """How our WS-vs-normal shift compares with the paper's, with the separate accuracies behind it."""
+    accs = (f"(separate accuracies: `{WS}` {pct(ws.separate[WS], 2)}, `{NORMAL}` {pct(normal.separate[NORMAL], 2)}, "
+            f"cloud {pct(normal.separate['final'], 2)}; the paper's auxiliary networks: 77-86% against a 89% "
+            "principal, Table I)")
+    if gap > PAPER_GAP + 0.02:
+        return ("Ours shifts more inputs than the paper's: our normal-mode exit is nearly as accurate as the cloud, "
+                "so AO lets it answer almost everything at the target, while the shallow exit must hand the harder "
+                f"inputs to the cloud {accs}.")
+    if gap < PAPER_GAP - 0.02:
+        return f"Ours shifts fewer inputs than the paper's {accs}."
+    return f"The shift matches the paper's within 2 points {accs}."
+
+
 def run(ctx: Context) -> Path:
     """Evaluate both modes with AO at the same overall accuracy and write the report."""
     if ctx.train_only:
@@ -46,7 +63,9 @@ def run(ctx: Context) -> Path:
         p = PAPER[label]
         point = point or {}
         note = " (extrap.)" if point.get("extrapolated") else ""
-        rows.append([f"{label}: {conv_layers(ck, exit)} layers (`{exit}`)", pct(macs[exit] / macs[NORMAL], 0),
+        sep = (ws if label == "WS" else normal).separate[exit]
+        rows.append([f"{label}: {conv_layers(ck, exit)} layers (`{exit}`)", pct(sep, 2),
+                     pct(macs[exit] / macs[NORMAL], 0),
                      pct(point.get("edge_exit_rate")) + note, pct(point.get("acc_aux_allocate")),
                      pct(point.get("acc_prin_allocate")), pct(point.get("acc_overall"), 2),
                      f"{p[0]} layers, {pct(p[1], 0)}, {pct(p[2], 0)}, {pct(p[3], 0)}, {pct(p[4], 0)}, {pct(p[5], 0)}"])
@@ -55,16 +74,18 @@ def run(ctx: Context) -> Path:
         headline = (f"At the normal mode's overall accuracy ({pct(ref['acc_overall'], 2)}), WS mode runs "
                     f"{pct(macs[WS] / macs[NORMAL], 0)} of the normal mode's edge operations and reports "
                     f"{pct(w['edge_exit_rate'])} of the inputs at the edge instead of {pct(n['edge_exit_rate'])}: "
-                    f"{pct(n['edge_exit_rate'] - w['edge_exit_rate'])} more go to the server (paper: 63% of the "
-                    "fp-ops, 72% instead of 81% at the edge, same overall accuracy 88-89%).")
+                    f"{100 * (n['edge_exit_rate'] - w['edge_exit_rate']):.1f} percentage points more of the inputs go "
+                    "to the server (paper, CIFAR-10 ResNet: 63% of the fp-ops, 72% instead of 81% at the edge, 9 "
+                    "points, at 88-89% overall accuracy). "
+                    + _compare(n["edge_exit_rate"] - w["edge_exit_rate"], ws, normal))
     sections = [
         "Paper: Lo et al. (`000_7851436873aa741a.txt`) §IV and Table III: dynamic network sizing. When the channel "
         "to the server is good the auxiliary network runs in workload-sharing (WS) mode, a shallower branch, and "
         "sends more inputs to the server; the normal mode's overall accuracy is the target both must meet.",
         "## Headline\n\n" + headline,
-        "## Table III\n\n" + table(["mode", "norm. fp-ops (edge)", "% reported at the edge", "aux allocate",
-                                    "prin allocate", "overall", "paper (layers, fp-ops, edge %, aux, prin, overall)"],
-                                   rows),
+        "## Table III\n\n" + table(["mode", "exit acc (separate)", "norm. fp-ops (edge)", "% reported at the edge",
+                                    "aux allocate", "prin allocate", "overall",
+                                    "paper (layers, fp-ops, edge %, aux, prin, overall)"], rows),
         "## Setup and deviations\n\n" + "\n".join([
             f"* Checkpoint `{Path(ck.path).name}`: ResNet-{ck.spec.depth} width {ck.spec.base_width} with exits "
             f"{', '.join(ck.exit_names)}; WS = `{WS}`, normal = `{NORMAL}`. The paper uses a ResNet-32 auxiliary "
