@@ -27,6 +27,7 @@ class SplitCosts:
 
     @property
     def feature_values(self) -> int:
+        """Number of values in one offloaded feature tensor."""
         return int(np.prod(self.feature_shape)) if self.feature_shape else 0
 
 

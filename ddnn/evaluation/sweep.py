@@ -153,6 +153,7 @@ def table2(result: SweepResult) -> list[dict]:
 
 
 def write_csv(result: SweepResult, path: Path) -> Path:
+    """One row per swept knob and method, the :data:`CSV_FIELDS`."""
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()

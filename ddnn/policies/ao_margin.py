@@ -124,14 +124,14 @@ class AoMarginCriterion(ExitCriterion):
         return {k: float(t) for k, t in zip(self._keys, self._thresholds, strict=True)}
 
     def accept(self, probs: np.ndarray) -> np.ndarray:
-        a, b, margin = top2(probs)
         self._check_classes(probs)
+        a, b, margin = top2(probs)
         return margin >= self._thresholds[self._group_of[a, b]]
 
     def critical_knob(self, probs: np.ndarray) -> np.ndarray:
         """Per sample, the knob value where its decision flips: it exits iff knob <= this value."""
-        a, b, margin = top2(probs)
         self._check_classes(probs)
+        a, b, margin = top2(probs)
         with np.errstate(over="ignore"):
             return np.exp(curve_floor_at(self._curves, self._group_of[a, b], self.grid, margin))
 
@@ -143,7 +143,7 @@ class AoMarginCriterion(ExitCriterion):
     def to_dict(self) -> dict:
         return {"kind": self.kind, "ratio": self.ratio, "num_classes": self.num_classes,
                 "bandwidth": self.bandwidth, "min_pair_samples": self.min_pair_samples,
-                "grid_points": len(self.grid), "groups": self.groups}
+                "grid_points": len(self.grid), "groups": copy.deepcopy(self.groups)}
 
     @classmethod
     def _from_dict(cls, d: dict) -> AoMarginCriterion:

@@ -30,13 +30,15 @@ def trained(tmp_path_factory):
     return {"ck": str(ck), "data": str(data), "root": root}
 
 
-@pytest.fixture
-def policy(trained, tmp_path, capsys):
-    out = tmp_path / "policy.json"
-    rc = main(["calibrate", "--checkpoint", trained["ck"], "--data", trained["data"], "--exits", "block1,block2",
-               "--target-exit-rate", "0.5", "--no-progress", "-o", str(out)])
+@pytest.fixture(scope="module")
+def policy(trained):
+    """An AO cascade policy over both exits, calibrated by the CLI to keep half the samples at the edge."""
+    out = trained["root"] / "policy.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DDNN_CACHE_DIR", str(trained["root"] / "cache"))
+        rc = main(["calibrate", "--checkpoint", trained["ck"], "--data", trained["data"], "--exits", "block1,block2",
+                   "--target-exit-rate", "0.5", "--no-progress", "-o", str(out)])
     assert rc == 0
-    capsys.readouterr()
     return out
 
 
