@@ -67,12 +67,15 @@ class EdgeEngine:
     are dropped (if the policy has a drop rule) and the rest are offloaded.
     """
 
-    def __init__(self, edge: EdgePart, policy: EdgePolicy, device: str | torch.device = "cpu"):
+    def __init__(self, edge: EdgePart, policy: EdgePolicy, device: str | torch.device = "cpu",
+                 observer=None):
         for name in edge.exit_names:
             policy.criterion(name)  # fail now, naming the exit, not on the first batch
         self.edge = edge.eval()
         self.policy = policy
         self.device = torch.device(device)
+        # observer(exit_name, logits) sees every exit's logits before the decision (SLO control).
+        self.observer = observer
 
     @torch.inference_mode()
     def run(self, images: np.ndarray) -> EdgeResult:
@@ -88,6 +91,8 @@ class EdgeEngine:
         for i, seg in enumerate(segments):
             h = seg.trunk(h)
             logits = seg.head(h).float().cpu().numpy()
+            if self.observer is not None:
+                self.observer(seg.name, logits)
             dec = self.policy.decide(seg.name, logits, last=i == len(segments) - 1)
             prediction[alive] = dec.prediction
             confidence[alive] = dec.confidence

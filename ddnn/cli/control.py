@@ -49,6 +49,8 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["auto", "normal", "ws", "local"], help="operating mode")
     p.add_argument("--payload", choices=["fp32", "fp16", "int8", "raw"], help="offload payload")
     p.add_argument("--policy", help="replace the whole policy with this JSON file")
+    p.add_argument("--slo", help="SLO controller target: p95_latency=S, cloud_rate=SAMPLES_PER_S, "
+                   "bandwidth=BYTES_PER_S, or 'off'")
     p.add_argument("--timeout", type=float, default=5.0, help="deadline of each call, seconds")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--tls-ca", help="CA of the edges' certificates (enables TLS)")
@@ -71,10 +73,14 @@ def run(args) -> int:
 
             policy_json = json.dumps(EdgePolicy.load(args.policy).to_dict())  # validate before sending
         knobs = _knobs(args.knob)
-        if not (policy_json or knobs or args.mode or args.payload):
-            raise ValueError("set needs at least one of --knob, --mode, --payload, --policy")
+        if args.slo and args.slo != "off":
+            from ddnn.control.slo import SloTarget
+
+            SloTarget.parse(args.slo)  # validate before sending
+        if not (policy_json or knobs or args.mode or args.payload or args.slo):
+            raise ValueError("set needs at least one of --knob, --mode, --payload, --policy, --slo")
         request = edge_pb2.ConfigureRequest(policy_json=policy_json, knobs=knobs, mode=args.mode or "",
-                                            payload=args.payload or "")
+                                            payload=args.payload or "", slo=args.slo or "")
     results = asyncio.run(_fan_out(edges, request, args))
     failed = [e for e, r in results.items() if "error" in r]
     if args.json:

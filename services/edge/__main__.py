@@ -10,6 +10,7 @@ import torch
 
 from ddnn.checkpoint import load_checkpoint
 from ddnn.control.modes import ModeSelector, ModeThresholds
+from ddnn.control.slo import SloTarget
 from ddnn.logs import configure_logging
 from ddnn.pb.ddnn.v1 import edge_pb2_grpc
 from ddnn.policies import EdgePolicy
@@ -49,6 +50,8 @@ async def serve(s: EdgeSettings) -> None:
     monitor = ChannelMonitor(runtime, link, ModeSelector(thresholds))
     servicer = EdgeServicer(runtime, link, s.max_batch, s.max_inflight_samples, s.cloud_timeout_s, monitor)
     monitor.start()
+    if s.slo:
+        servicer.set_slo(SloTarget.parse(s.slo), s.slo_interval_s, s.slo_window_s)
     server = GrpcServer(s.listen, s.max_message_bytes, TlsFiles(s.tls_cert or None, s.tls_key or None,
                                                                 s.tls_ca or None), s.keepalive_s, s.grace_s)
     server.add(edge_pb2_grpc.add_EdgeServicer_to_server, servicer, "ddnn.v1.Edge")

@@ -24,4 +24,7 @@ MODE_SWITCHES = Counter("ddnn_edge_mode_switches_total", "Mode changes, by new m
 INFLIGHT = Gauge("ddnn_edge_inflight_samples", "Samples admitted and not yet answered")
 LINK_RTT = Gauge("ddnn_edge_link_rtt_seconds", "Smoothed cloud round trip (EWMA)")
 LINK_THROUGHPUT = Gauge("ddnn_edge_link_throughput_bytes_per_second", "Smoothed offload throughput (EWMA)")
+SLO_TARGET = Gauge("ddnn_edge_slo_target", "SLO controller target (seconds, samples/s or bytes/s)", ["kind"])
+SLO_MEASURED = Gauge("ddnn_edge_slo_measured", "SLO controller's measured value over its window", ["kind"])
+SLO_OFFLOAD_TARGET = Gauge("ddnn_edge_slo_offload_fraction", "Offload fraction the SLO controller aims for")
 LINK_ERROR_RATE = Gauge("ddnn_edge_link_error_rate", "Smoothed fraction of offloads that failed (EWMA)")

@@ -2,6 +2,10 @@
 
 A batch takes one immutable :class:`EdgeConfig` snapshot when it starts, so a reconfiguration
 (new thresholds, mode or payload) applies from the next batch on and never loses a sample.
+
+Two parties change the configuration: the user (``Configure`` RPC / ``ddnn control``), who sets
+the *base* policy, mode and payload, and the SLO controller, which overrides knobs, payload and
+exit depth on top of that base without forgetting it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ddnn.checkpoint import Checkpoint
+from ddnn.codec import PAYLOADS
 from ddnn.errors import InvalidInput, PolicyError
 from ddnn.inference import EdgeEngine
 from ddnn.models import aux_principal, raw_input_split, split_at
@@ -24,19 +29,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Route:
-    """How one mode runs: the engine, the cloud split it feeds and the per-sample payload shape."""
+    """How one mode runs: the engine, the cloud split it feeds, its edge exits and payload shape."""
 
     engine: EdgeEngine
     split: str
     exits: tuple[str, ...]
+    feature_shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    policy: EdgePolicy
+    policy: EdgePolicy  # in effect: base policy + controller knobs
     mode: str  # configured: auto | normal | ws | local
-    payload: str
+    payload: str  # in effect
     routes: dict[str, Route] = field(default_factory=dict)  # by mode: normal, ws
+    depth: str | None = None  # the SLO controller's exit depth (ws | normal), honoured in auto mode
 
     def route(self, mode: str) -> Route:
         """The route a mode runs on: local reuses normal's exits; a mode the policy does not cover
@@ -48,9 +55,10 @@ class EdgeRuntime:
     """Builds routes for a checkpoint and swaps configurations atomically."""
 
     def __init__(self, ck: Checkpoint, policy: EdgePolicy, mode: str, payload: str, modes_text: str = "",
-                 principal: Checkpoint | None = None):
+                 principal: Checkpoint | None = None, observer=None):
         self.ck = ck
         self.principal = principal
+        self.observer = observer
         self.cloud_sha256 = (principal or ck).sha256
         edge_exits = list(ck.exit_names[:-1]) if principal is None else list(ck.exit_names)
         if not edge_exits:
@@ -63,27 +71,39 @@ class EdgeRuntime:
                 raise ValueError(f"--modes: {m} uses exits {unknown} that {ck.path} does not have at the edge "
                                  f"(edge exits: {edge_exits})")
         self._lock = threading.Lock()
-        self.config = self._build(policy, mode, payload)
+        self.base_policy, self.base_mode, self.base_payload = policy, mode, payload
+        self.override_knobs: dict[str, float] = {}
+        self.override_payload: str | None = None
+        self.override_depth: str | None = None
+        self.config = self._build()
 
-    def _policy_key(self, exit: str) -> str:
-        return f"aux_{exit}" if self.principal is not None else exit
+    def policy_key(self, exit: str) -> str:
+        """The policy's name for an engine exit (the aux arrangement prefixes ``aux_``)."""
+        return exit[4:] if self.principal is not None and exit.startswith("aux_") else exit
 
     def _route(self, policy: EdgePolicy, mode: str, payload: str) -> Route:
         exits = self.mode_exits[mode]
         if self.principal is not None:
             split = aux_principal(self.ck.model, self.principal.model, exits)
-            policy = EdgePolicy({self._policy_key(e): policy.criterion(e) for e in exits}, policy.drop, policy.meta)
+            policy = EdgePolicy({f"aux_{e}": policy.criterion(e) for e in exits}, policy.drop, policy.meta)
         elif payload == "raw":
             split = raw_input_split(self.ck.model, exits)
         else:
             split = split_at(self.ck.model, exits[-1], exits)
-        return Route(EdgeEngine(split.edge, policy), split.name, tuple(split.edge.exit_names))
+        engine = EdgeEngine(split.edge, policy, observer=self.observer)
+        return Route(engine, split.name, tuple(split.edge.exit_names), tuple(split.edge.feature_shape))
 
-    def _build(self, policy: EdgePolicy, mode: str, payload: str) -> EdgeConfig:
+    def _build(self) -> EdgeConfig:
+        mode = self.base_mode
+        payload = self.override_payload or self.base_payload
         if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if payload not in PAYLOADS:
+            raise InvalidInput(f"payload must be one of {', '.join(PAYLOADS)}, got {payload!r}")
         if self.principal is not None and payload != "raw":
             raise InvalidInput("the aux/principal arrangement offloads the raw input: payload must be 'raw'")
+        knobs = {e: k for e, k in self.override_knobs.items() if e in self.base_policy.criteria}
+        policy = self.base_policy.with_knobs(knobs) if knobs else self.base_policy
         routes, missing = {}, {}
         for m in self.mode_exits:
             try:
@@ -97,33 +117,54 @@ class EdgeRuntime:
         if needed - set(routes):
             log.warning("policy covers no exit of mode(s) %s; auto mode will not use them",
                         sorted(needed - set(routes)))
-        cfg = EdgeConfig(policy, mode, payload, routes)
-        self._export(cfg)
-        return cfg
-
-    def _export(self, cfg: EdgeConfig) -> None:
+        cfg = EdgeConfig(policy, mode, payload, routes, self.override_depth)
         for exit, crit in cfg.policy.criteria.items():
             metrics.THRESHOLD.labels(exit, crit.kind).set(crit.knob)
         for m in MODES:
             metrics.MODE.labels(m).set(1 if m == cfg.mode else 0)
+        return cfg
 
     def configure(self, policy_json: str = "", knobs: dict[str, float] | None = None, mode: str = "",
                   payload: str = "") -> EdgeConfig:
-        """Validate and apply a change; the old configuration stays if anything is wrong."""
-        from ddnn.codec import PAYLOADS
-
+        """The user's change to the base configuration; nothing changes if anything is wrong."""
         with self._lock:
-            cur = self.config
-            policy = cur.policy
-            if policy_json:
-                try:
-                    doc = json.loads(policy_json)
-                except json.JSONDecodeError as exc:
-                    raise PolicyError(f"policy_json is not valid JSON ({exc})") from None
-                policy = EdgePolicy.from_dict(doc, source="policy_json")
+            old = (self.base_policy, self.base_mode, self.base_payload)
+            try:
+                if policy_json:
+                    try:
+                        doc = json.loads(policy_json)
+                    except json.JSONDecodeError as exc:
+                        raise PolicyError(f"policy_json is not valid JSON ({exc})") from None
+                    self.base_policy = EdgePolicy.from_dict(doc, source="policy_json")
+                if knobs:
+                    self.base_policy = self.base_policy.with_knobs(dict(knobs))
+                    for e in knobs:  # an explicit knob wins over the controller's, until it acts again
+                        self.override_knobs.pop(e, None)
+                self.base_mode = mode or self.base_mode
+                if payload:
+                    self.base_payload = payload
+                    self.override_payload = None
+                self.config = self._build()
+            except Exception:
+                self.base_policy, self.base_mode, self.base_payload = old
+                raise
+            return self.config
+
+    def control(self, knobs: dict[str, float] | None = None, payload: str | None = None,
+                depth: str | None = None) -> EdgeConfig:
+        """The SLO controller's overrides (None leaves a field as it is)."""
+        with self._lock:
             if knobs:
-                policy = policy.with_knobs(dict(knobs))
-            if payload and payload not in PAYLOADS:
-                raise InvalidInput(f"payload must be one of {', '.join(PAYLOADS)}, got {payload!r}")
-            self.config = self._build(policy, mode or cur.mode, payload or cur.payload)
+                self.override_knobs.update(knobs)
+            if payload:
+                self.override_payload = None if payload == self.base_payload else payload
+            if depth:
+                self.override_depth = depth
+            self.config = self._build()
+            return self.config
+
+    def clear_control(self) -> EdgeConfig:
+        with self._lock:
+            self.override_knobs, self.override_payload, self.override_depth = {}, None, None
+            self.config = self._build()
             return self.config

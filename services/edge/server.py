@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ddnn.codec import decode, encode
+from ddnn.codec import decode, encode, payload_bytes
 from ddnn.control.modes import LinkState, ModeSelector
+from ddnn.control.slo import Decision, SloController, SloTarget, probs_from_logits
+from ddnn.control.telemetry import Reservoir, Telemetry
 from ddnn.errors import InvalidInput, NotReady, Overloaded
 from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, EdgeResult
 from ddnn.pb.ddnn.v1 import cloud_pb2, edge_pb2, edge_pb2_grpc, tensor_pb2
@@ -43,6 +45,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         # Edge compute is CPU-bound: one thread, batches in arrival order; torch uses its own threads.
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
         self.monitor = monitor or ChannelMonitor(runtime, link, ModeSelector())
+        self.telemetry: Telemetry | None = None
+        self.slo: SloLoop | None = None
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -82,6 +86,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             self.by_outcome[label] += 1
             metrics.SAMPLES.labels(label).inc()
         n = len(out)
+        if n and self.telemetry is not None:
+            self.telemetry.record(np.full(n, total), path == "cloud", offload_bytes * n,
+                                  edge_s=max(0.0, total - link_s - cloud_s))
         if n:
             metrics.STAGE_SECONDS.labels("edge_compute", path).observe(res.compute_s)
             metrics.STAGE_SECONDS.labels("total", path).observe(total)
@@ -207,12 +214,29 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             link=edge_pb2.LinkEstimate(rtt_s=est.rtt_s, throughput_bytes_per_s=est.throughput_bps,
                                        error_rate=est.error_rate, inflight_batches=self.link.inflight)
             if est else None,
-            inflight_samples=self.inflight)
+            inflight_samples=self.inflight,
+            slo=f"{self.slo.target.kind}={self.slo.target.value:g}" if self.slo else "",
+            slo_measured=self.slo.last.measured if self.slo and self.slo.last else 0.0,
+            slo_offload_target=self.slo.last.offload_target if self.slo and self.slo.last else 0.0)
+
+    def set_slo(self, target: SloTarget | None, interval_s: float = 1.0, window_s: float = 5.0) -> None:
+        """Start, retarget or stop the SLO controller."""
+        if self.slo is not None:
+            self.slo.stop()
+            self.slo = None
+            self.runtime.clear_control()
+        if target is None:
+            log.info("SLO controller off")
+            return
+        self.slo = SloLoop(self, target, interval_s, window_s)
+        self.slo.start()
 
     async def GetStatus(self, request, context):
         return self.status()
 
     async def Configure(self, request, context):
+        if request.slo:
+            self.set_slo(None if request.slo == "off" else SloTarget.parse(request.slo))
         self.runtime.configure(request.policy_json, dict(request.knobs), request.mode, request.payload)
         log.info("reconfigured: mode=%s payload=%s knobs=%s", self.runtime.config.mode, self.runtime.config.payload,
                  dict(request.knobs))
@@ -238,7 +262,12 @@ class ChannelMonitor:
         return LinkState(self.link.connected, e.rtt_s, e.throughput_bps, e.error_rate, self.link.inflight)
 
     def effective(self, cfg: EdgeConfig) -> str:
-        return self.selector.mode if cfg.mode == "auto" else cfg.mode
+        """The configured mode; in auto mode the channel's choice, where the SLO controller's exit
+        depth replaces ws/normal (a lost cloud still means local)."""
+        if cfg.mode != "auto":
+            return cfg.mode
+        mode = self.selector.mode
+        return cfg.depth if cfg.depth and mode != "local" else mode
 
     def tick(self) -> str:
         self.selector.update(self.link_state())
@@ -264,3 +293,64 @@ class ChannelMonitor:
     def stop(self) -> None:
         if self._task:
             self._task.cancel()
+
+
+class SloLoop:
+    """Runs the :class:`SloController` every ``interval_s`` against the edge's live measurements."""
+
+    def __init__(self, servicer: EdgeServicer, target: SloTarget, interval_s: float = 1.0, window_s: float = 5.0):
+        self.servicer = servicer
+        self.target = target
+        self.interval_s = interval_s
+        self.controller = SloController(target)
+        self.reservoir = Reservoir()
+        self.last: Decision | None = None
+        servicer.telemetry = Telemetry(window_s)
+        servicer.runtime.observer = self.observe
+        servicer.runtime.clear_control()  # rebuild engines with the observer
+        self._task: asyncio.Task | None = None
+        metrics.SLO_TARGET.labels(target.kind).set(target.value)
+
+    def observe(self, exit: str, logits: np.ndarray) -> None:
+        self.reservoir.add(exit, probs_from_logits(logits))
+
+    def tick(self) -> Decision | None:
+        sv, rt = self.servicer, self.servicer.runtime
+        cfg = rt.config
+        mode = sv.effective_mode(cfg)
+        if mode == "local":
+            return None
+        route = cfg.route(mode)
+        exit = route.exits[-1]
+        key = rt.policy_key(exit)
+        probs = self.reservoir.get(exit)
+        if probs is None:
+            return None
+        sizes = {p: float(payload_bytes(route.feature_shape if p != "raw" else (32, 32, 3), p))
+                 for p in ("fp32", "fp16", "int8", "raw")}
+        snap = sv.telemetry.snapshot()
+        d = self.controller.step(snap, cfg.policy.criterion(key), rt.base_policy.criterion(key), probs, cfg.payload,
+                                 sizes, "ws" if mode == "ws" else "normal")
+        rt.control({key: d.knob} if d.knob is not None else None, d.payload,
+                   d.depth if cfg.mode == "auto" else None)
+        metrics.SLO_MEASURED.labels(self.target.kind).set(d.measured)
+        metrics.SLO_OFFLOAD_TARGET.set(d.offload_target)
+        self.last = d
+        return d
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.tick()
+            except Exception:  # the controller must never take the edge down
+                log.exception("SLO controller step failed")
+
+    def start(self) -> None:
+        log.info("SLO controller on: %s=%g", self.target.kind, self.target.value)
+        self._task = asyncio.create_task(self.run(), name="slo-controller")
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        self.servicer.runtime.observer = None

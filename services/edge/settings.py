@@ -36,6 +36,10 @@ class EdgeSettings:
     auto_ws_throughput_bps: float = setting(8e6, "auto mode: enter ws above this offload throughput, bytes/s "
                                                  "(leave below half of it)")
     auto_local_error_rate: float = setting(0.5, "auto mode: go local above this failure rate (back below a fifth)")
+    slo: str = setting("", "SLO controller target: p95_latency=SECONDS | cloud_rate=SAMPLES_PER_S | "
+                           "bandwidth=BYTES_PER_S ('' = off)")
+    slo_interval_s: float = setting(1.0, "SLO controller period")
+    slo_window_s: float = setting(5.0, "SLO controller measurement window")
     torch_threads: int = setting(0, "intra-op threads for the edge network (0 = torch's default)")
     tls_cert: str = setting("", "server certificate (PEM) for clients of this edge; enables TLS")
     tls_key: str = setting("", "server private key (PEM)")
@@ -58,6 +62,10 @@ class EdgeSettings:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         if self.cloud_timeout_s <= 0:
             raise ValueError("--cloud-timeout-s must be > 0")
+        if self.slo:
+            from ddnn.control.slo import SloTarget
+
+            SloTarget.parse(self.slo)
 
 
 def parse_modes(text: str) -> dict[str, list[str]]:
