@@ -98,7 +98,7 @@ def test_latency_dominated_by_the_edge_picks_the_shallow_exit():
 def test_slo_target_parsing():
     assert SloTarget.parse("cloud_rate=50") == SloTarget("cloud_rate", 50.0)
     for bad in ("latency=1", "cloud_rate", "bandwidth=-1"):
-        with pytest.raises(ValueError, match="SLO|--slo"):
+        with pytest.raises(ValueError, match=r"SLO|--slo"):
             SloTarget.parse(bad)
 
 
