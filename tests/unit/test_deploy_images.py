@@ -33,8 +33,10 @@ PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 IMAGES = {
     "edge": ("runtime.txt", ["services.edge.__main__", "deploy.docker.grpc_health_probe"]),
     "loadgen": ("runtime.txt", ["services.loadgen.__main__"]),
+    # `python -m ddnn export-triton` (the cloud pod's init container) loads every CLI command module.
     "cloud": ("cloud.txt", ["services.cloud.__main__", "services.cloud.triton_backend", "ddnn.triton.server",
-                            "ddnn.triton.client", "deploy.docker.triton_serve", "deploy.docker.grpc_health_probe"]),
+                            "ddnn.triton.client", "deploy.docker.triton_serve", "deploy.docker.grpc_health_probe",
+                            "ddnn.cli.command_modules()"]),
 }
 
 
@@ -180,7 +182,10 @@ def test_requirements_provide_every_distribution_the_image_imports(image):
     """Import what the image runs in a fresh interpreter and map the loaded modules to distributions."""
     requirement_file, modules = IMAGES[image]
     code = ("import importlib, json, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
+            f"for m in {modules!r}:\n"
+            "    module, _, call = m.rpartition('.') if m.endswith('()') else (m, '', '')\n"
+            "    mod = importlib.import_module(module)\n"
+            "    if call: getattr(mod, call.removesuffix('()'))()\n"
             "print(json.dumps(sorted({k.split('.')[0] for k in sys.modules})))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
