@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ddnn.cli.eval import parse_exits
+from ddnn.cli.eval import HelpFormatter, parse_exits
 
 
 def fraction(text: str) -> float:
@@ -29,7 +29,7 @@ def register(sub) -> None:
                        "(never the test split), so that it meets a target: an overall accuracy, an edge exit "
                        "rate, or an accuracy-loss budget against cloud-only inference. One knob value is shared "
                        "by all active edge exits. Writes the policy as JSON.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped models/resnet20w32-cifar10.pt)")
     p.add_argument("--data", default=None, help="the checkpoint's training data, for its validation split "
                    "(default: the source recorded in the checkpoint, else $DDNN_TRAIN_DATA or "

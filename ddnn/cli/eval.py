@@ -6,6 +6,15 @@ import argparse
 import json
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None/False ones, whose help text already says what happens."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_exits(text: str) -> list[str]:
     """Comma-separated exit names, e.g. ``block4,block7``."""
     names = [t.strip() for t in text.split(",") if t.strip()]
@@ -20,7 +29,7 @@ def register(sub) -> None:
                        "the edge cascade's semantics and print every metric of the papers: exit rates, "
                        "acc_aux/prin separate/allocate, overall accuracy (Eq. 8), local and ideal accuracy, "
                        "expected MACs and bytes on the link.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped models/resnet20w32-cifar10.pt)")
     p.add_argument("--data", default=None, help="dataset: pack, ImageFolder root or CIFAR pickle folder "
                    "(default: $DDNN_TEST_DATA, else the shipped data/cifar10-test.npz)")

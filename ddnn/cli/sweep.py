@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ddnn.cli.eval import HelpFormatter
+
 
 def parse_knobs(text: str) -> tuple[float, ...]:
     """Comma-separated positive numbers, e.g. ``1,2,4``."""
@@ -23,9 +25,9 @@ def register(sub) -> None:
                        description="For one edge exit, sweep the knobs of CDL (max softmax), BranchyNet (entropy) "
                        "and AO (KDE margins). Knobs are chosen and AO fitted on the checkpoint's validation split; "
                        "all reported numbers are on the test split. Writes sweep.csv, sweep.png (Lo et al. "
-                       "Fig. 11), table2.csv (Table II: %% kept at the edge at AO's overall accuracy, and AO's "
+                       "Fig. 11), table2.csv (Table II: % kept at the edge at AO's overall accuracy, and AO's "
                        "gain), summary.md and sweep.json.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped models/resnet20w32-cifar10.pt)")
     p.add_argument("--exit", default=None, help="edge exit to sweep (default: the deepest edge exit; with --aux, "
                    "the auxiliary network's final exit)")
@@ -37,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--test-data", default=None, help="test data (default: $DDNN_TEST_DATA, else the shipped "
                    "data/cifar10-test.npz)")
     p.add_argument("--points", type=int, default=101, help="validation exit rates swept per method, 0..100%%")
-    p.add_argument("--ao-knobs", type=parse_knobs, default=(1.0, 2.0, 4.0),
+    p.add_argument("--ao-knobs", type=parse_knobs, default="1,2,4",
                    help="AO reference points for Table II (1 = the paper's rule)")
     p.add_argument("--bandwidth", type=float, default=DEFAULT_BANDWIDTH, help="AO: Gaussian KDE bandwidth")
     p.add_argument("--min-pair-samples", type=int, default=DEFAULT_MIN_PAIR_SAMPLES,
