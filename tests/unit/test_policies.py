@@ -280,3 +280,14 @@ def test_exit_set_grows_monotonically_with_the_knob(logits, which, u, v):
     c = crit.critical_knob(probs)
     flip = (k1 > c) if crit.knob_increases_exits else ((k1 <= c) if crit.kind == "ao_margin" else (k1 < c))
     assert np.array_equal(flip, a1)
+
+
+def test_shipped_policy_belongs_to_the_shipped_checkpoint():
+    from ddnn.checkpoint import file_sha256
+    from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_POLICY
+
+    policy = EdgePolicy.load(SHIPPED_POLICY)
+    assert list(policy.criteria) == ["block7"] and policy.criteria["block7"].kind == "ao_margin"
+    # A retrained checkpoint needs a recalibrated policy (`ddnn calibrate`, see docs/exit-policies.md).
+    assert policy.meta["checkpoint_sha256"] == file_sha256(SHIPPED_CHECKPOINT)
+    assert policy.meta["target"] == {"kind": "accuracy_loss", "value": 0.0}
