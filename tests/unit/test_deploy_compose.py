@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import re
+import shutil
+import subprocess
 
 import jsonschema
 import pytest
@@ -63,6 +65,20 @@ def test_the_schema_rejects_what_compose_would(compose, mutate, where):
     mutate(bad)
     paths = ["/".join(map(str, e.absolute_path)) for e in validator().iter_errors(bad)]
     assert any(p.startswith(where) or (where.startswith(p) and p) for p in paths), paths
+
+
+def test_docker_compose_loads_the_file():
+    """Compose's own loader (docker-compose 1.29, Debian's package) resolves the file without an engine."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed: apt-get install docker-compose (.ci/run does)")
+    done = subprocess.run([binary, "-f", str(COMPOSE_FILE), "config"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)
+    assert set(resolved["services"]) == set(yaml.safe_load(COMPOSE_FILE.read_text())["services"])
+    # The x-hardening anchor was merged into every ddnn service.
+    assert all(resolved["services"][s]["read_only"] is True for s in DDNN_SERVICES)
 
 
 def container_path(value: str):
