@@ -34,7 +34,7 @@ ddnn: distributed early-exit inference across edge and cloud.
 
 Typical workflow (CIFAR-10, the shipped checkpoint in models/):
   ddnn eval                         # per-exit accuracy, exit rates, MACs, bytes on the test split
-  ddnn calibrate --target-accuracy 0.90 -o policy.json
+  ddnn calibrate --method ao --max-accuracy-loss 0 -o policy.json
   ddnn sweep -o results/sweep       # AO vs CDL vs BranchyNet curves and table
   ddnn train --epochs 30 -o my.pt   # train your own multi-exit ResNet
 

@@ -53,6 +53,9 @@ def register(sub) -> None:
                    help="AO: fewest validation samples for a pair-wise threshold (else the class threshold)")
     p.add_argument("--no-pairs", action="store_true", help="AO: per-class thresholds only (Eq. 7)")
     p.add_argument("-o", "--out", default="policy.json", help="policy JSON to write")
+    p.add_argument("--into", metavar="POLICY.json",
+                   help="merge the fitted exits into this existing policy (e.g. add the ws exit to a policy "
+                   "fitted for the normal exit); its other exits, drop rule and meta are kept")
     p.add_argument("--json", action="store_true", help="print the validation summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -80,7 +83,17 @@ def run(args) -> int:
                                   drop_threshold=args.drop_threshold, bandwidth=args.bandwidth,
                                   min_pair_samples=args.min_pair_samples, pairwise=not args.no_pairs,
                                   command=args.command_line, progress=False if args.no_progress else None)
-    path = result.policy.save(args.out)
+    policy = result.policy
+    if args.into:
+        from ddnn.policies import EdgePolicy
+
+        base = EdgePolicy.load(args.into)
+        # Each exit keeps the record of how it was fitted (method, target, command).
+        per_exit = dict(base.meta.get("per_exit") or {e: base.meta for e in base.criteria})
+        per_exit.update({e: policy.meta for e in policy.criteria})
+        policy = EdgePolicy({**base.criteria, **policy.criteria}, policy.drop or base.drop,
+                            {**base.meta, "per_exit": per_exit})
+    path = policy.save(args.out)
     v = result.validation
     if args.json:
         print(json.dumps({"policy": str(path), "knob": result.knob, "exits": result.policy.meta["exits"],

@@ -163,3 +163,17 @@ def test_sweep_aux_principal_arrangement(trained, tmp_path, capsys):
     # The cloud gets the raw image: 3072 bytes per offloaded sample.
     row = doc["rows"][0]
     assert row["link_bytes"] == pytest.approx(3072 * (1 - row["edge_exit_rate"]))
+
+
+def test_calibrate_into_merges_one_exit_per_mode(trained, tmp_path, capsys):
+    first = tmp_path / "normal.json"
+    args = ["calibrate", "--checkpoint", trained["ck"], "--data", trained["data"], "--target-exit-rate", "0.5",
+            "--no-progress"]
+    assert run([*args, "--exits", "block2", "-o", str(first)], capsys)[0] == 0
+    merged = tmp_path / "both.json"
+    assert run([*args, "--method", "cdl", "--exits", "block1", "--into", str(first), "-o", str(merged)], capsys)[0] == 0
+    doc = json.loads(merged.read_text())
+    assert doc["exits"]["block2"] == json.loads(first.read_text())["exits"]["block2"]  # kept as fitted
+    assert doc["exits"]["block1"]["kind"] == "max_softmax"
+    assert "--into" in doc["meta"]["per_exit"]["block1"]["command"]
+    assert "--into" not in doc["meta"]["per_exit"]["block2"]["command"]
