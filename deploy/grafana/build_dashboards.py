@@ -126,6 +126,13 @@ OVERVIEW: list[tuple[str, list[Panel]]] = [
               width=12, description="Current knob of each exit's criterion; changes when the policy is reloaded."),
         Panel("Link estimate (EWMA)", [("max(ddnn_edge_link_throughput_bytes_per_second)", "offload throughput")],
               unit="Bps", width=12, description="The edge's smoothed estimate of the uplink, input of --mode auto."),
+        Panel("SLO: measured and target", [("max by (kind) (ddnn_edge_slo_measured)", "measured {{kind}}"),
+                                           ("max by (kind) (ddnn_edge_slo_target)", "target {{kind}}")],
+              width=12, description="The edge's SLO controller (DDNN_EDGE_SLO): the measured value over its window "
+                                    "against the target (seconds, samples/s or bytes/s, by kind)."),
+        Panel("SLO: offload fraction aimed for", [("max(ddnn_edge_slo_offload_fraction)", "offload fraction")],
+              unit="percentunit", width=12,
+              description="The share of samples the controller lets offload; at most what the policy would."),
     ]),
     ("Triton (cloud deep segments)", [
         Panel("Triton request rate per model", [
