@@ -1,9 +1,10 @@
 """``python -m ddnn.testbed.delayer``: netem's delay, jitter and loss in user space, for kernels without it.
 
-Runs inside a network namespace. Queues every IPv4 packet leaving ``--dev`` to nfnetlink_queue
+Runs inside a network namespace. Queues every IPv4 packet arriving on ``--dev`` to nfnetlink_queue
 (see :mod:`ddnn.testbed.netlink`), holds each for the configured delay (plus uniform jitter,
 never reordering, as netem does with a rate), drops a configured fraction, and hands the rest
-back to the kernel, where the device's qdisc (tbf) serializes them at the configured rate.
+back to the kernel. The rate is the sending end's tbf; so a direction of the link is: the
+sender's tbf (rate), the wire, the receiver's delayer (delay, loss) — netem's order too.
 
 Control: one JSON object per line on stdin, e.g. ``{"delay_ms": 40, "jitter_ms": 0, "loss_pct": 5}``;
 each is answered on stdout by one JSON line with the packet counters so far. The first line on
@@ -91,7 +92,7 @@ def _reply(obj: dict) -> None:
     sys.stdout.flush()
 
 
-def run(dev: str, queue_num: int, table: str, imp: Impairment, max_s: float) -> int:
+def run(dev: str, queue_num: int, table: str, imp: Impairment, max_s: float, ingress: bool = True) -> int:
     ifindex = socket.if_nametoindex(dev)
     stop = False
 
@@ -102,9 +103,10 @@ def run(dev: str, queue_num: int, table: str, imp: Impairment, max_s: float) -> 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     q = PacketQueue(queue_num)
-    add_queue_rule(table, ifindex, queue_num)
+    add_queue_rule(table, ifindex, queue_num, ingress)
     d = Delayer(q, imp, seed=queue_num)
-    _reply({"ready": True, "dev": dev, "ifindex": ifindex, "queue": queue_num, "impairment": asdict(imp)})
+    _reply({"ready": True, "dev": dev, "ifindex": ifindex, "queue": queue_num,
+            "direction": "ingress" if ingress else "egress", "impairment": asdict(imp)})
     stdin = sys.stdin.fileno()
     buf = b""
     deadline = time.monotonic() + max_s
@@ -140,7 +142,9 @@ def run(dev: str, queue_num: int, table: str, imp: Impairment, max_s: float) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ddnn.testbed.delayer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dev", required=True, help="interface whose egress is delayed")
+    p.add_argument("--dev", required=True, help="interface whose incoming packets are delayed")
+    p.add_argument("--egress", action="store_true", help="delay the packets leaving --dev instead (throttles "
+                   "local TCP senders: their packets still count against the socket while held)")
     p.add_argument("--queue", type=int, default=0, help="nfnetlink_queue number")
     p.add_argument("--table", default="ddnn_testbed", help="nf_tables table holding the queue rule")
     p.add_argument("--delay-ms", type=float, default=0.0)
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-s", type=float, default=6 * 3600.0, help="exit after this long whatever happens")
     a = p.parse_args(argv)
     imp = Impairment.from_dict({"delay_ms": a.delay_ms, "jitter_ms": a.jitter_ms, "loss_pct": a.loss_pct})
-    return run(a.dev, a.queue, a.table, imp, a.max_s)
+    return run(a.dev, a.queue, a.table, imp, a.max_s, ingress=not a.egress)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Just enough netfilter netlink to queue one interface's egress packets to user space.
+"""Just enough netfilter netlink to queue the packets one interface receives to user space.
 
 Used by the ``nfqueue`` shaper on kernels built without ``sch_netem``: an nf_tables rule
-(``oif == DEV -> NFQUEUE num Q bypass``, through nft_compat's xtables target, so it needs neither
-the ``nft`` nor the ``iptables`` binary) and a ``nfnetlink_queue`` binding that receives packet
-ids only (no payload copy) and hands back verdicts. Everything here acts on the network namespace
-of the calling process; the testbed runs it inside the namespace it shapes.
+(``iif == DEV -> NFQUEUE num Q bypass`` at prerouting, through nft_compat's xtables target, so it
+needs neither the ``nft`` nor the ``iptables`` binary) and a ``nfnetlink_queue`` binding that
+receives packet ids only (no payload copy) and hands back verdicts. Packets are held on the
+receiving side on purpose: held on the sender's egress they would still count against the
+sending socket (TCP small queues) and throttle TCP far below the emulated rate. Everything here
+acts on the network namespace of the calling process; the testbed runs it inside the namespace
+it shapes.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_TYPE = 1, 3, 4, 7
 NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
 NFTA_LIST_ELEM, NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 1, 2
-NFTA_META_DREG, NFTA_META_KEY, NFT_META_OIF = 1, 2, 5
+NFTA_META_DREG, NFTA_META_KEY, NFT_META_IIF, NFT_META_OIF = 1, 2, 4, 5
 NFTA_CMP_SREG, NFTA_CMP_OP, NFTA_CMP_DATA, NFT_CMP_EQ, NFTA_DATA_VALUE = 1, 2, 3, 0, 1
 NFTA_TARGET_NAME, NFTA_TARGET_REV, NFTA_TARGET_INFO = 1, 2, 3
 NFT_REG_1 = 1
-NF_INET_POST_ROUTING = 4
+NF_INET_PRE_ROUTING, NF_INET_POST_ROUTING = 0, 4
 NFQ_FLAG_BYPASS = 0x01
 
 # nfnetlink_queue (linux/netfilter/nfnetlink_queue.h)
@@ -144,14 +147,17 @@ class NetfilterSocket:
         self.sock.close()
 
 
-def queue_rule_batch(nl: NetfilterSocket, table: str, ifindex: int, queue: int) -> tuple[bytes, set[int]]:
-    """nf_tables batch: table ``ip TABLE``, postrouting chain, ``oif IFINDEX queue num QUEUE bypass``."""
+def queue_rule_batch(nl: NetfilterSocket, table: str, ifindex: int, queue: int,
+                     ingress: bool = True) -> tuple[bytes, set[int]]:
+    """nf_tables batch: table ``ip TABLE``, a prerouting chain with ``iif IFINDEX queue num QUEUE
+    bypass`` (``ingress``), or a postrouting one with ``oif IFINDEX ...``."""
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
     s_table, s_chain, s_rule = nl.seq(), nl.seq(), nl.seq()
-    chain = "egress"
+    chain, hook, key = ("ingress", NF_INET_PRE_ROUTING, NFT_META_IIF) if ingress else (
+        "egress", NF_INET_POST_ROUTING, NFT_META_OIF)
     expr = nested(NFTA_RULE_EXPRESSIONS,
                   nested(NFTA_LIST_ELEM, attr(NFTA_EXPR_NAME, strz("meta")), nested(
-                      NFTA_EXPR_DATA, attr(NFTA_META_DREG, be32(NFT_REG_1)), attr(NFTA_META_KEY, be32(NFT_META_OIF)))),
+                      NFTA_EXPR_DATA, attr(NFTA_META_DREG, be32(NFT_REG_1)), attr(NFTA_META_KEY, be32(key)))),
                   nested(NFTA_LIST_ELEM, attr(NFTA_EXPR_NAME, strz("cmp")), nested(
                       NFTA_EXPR_DATA, attr(NFTA_CMP_SREG, be32(NFT_REG_1)), attr(NFTA_CMP_OP, be32(NFT_CMP_EQ)),
                       nested(NFTA_CMP_DATA, attr(NFTA_DATA_VALUE, struct.pack("=I", ifindex))))),
@@ -165,7 +171,7 @@ def queue_rule_batch(nl: NetfilterSocket, table: str, ifindex: int, queue: int) 
               attr(NFTA_TABLE_NAME, strz(table))),
         nfmsg(NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWCHAIN, flags, s_chain, NFPROTO_IPV4, 0,
               attr(NFTA_CHAIN_TABLE, strz(table)) + attr(NFTA_CHAIN_NAME, strz(chain))
-              + nested(NFTA_CHAIN_HOOK, attr(NFTA_HOOK_HOOKNUM, be32(NF_INET_POST_ROUTING)),
+              + nested(NFTA_CHAIN_HOOK, attr(NFTA_HOOK_HOOKNUM, be32(hook)),
                        attr(NFTA_HOOK_PRIORITY, be32(0)))
               + attr(NFTA_CHAIN_TYPE, strz("filter"))),
         nfmsg(NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWRULE, flags | NLM_F_APPEND, s_rule, NFPROTO_IPV4, 0,
@@ -175,11 +181,12 @@ def queue_rule_batch(nl: NetfilterSocket, table: str, ifindex: int, queue: int) 
     return data, {s_table, s_chain, s_rule}
 
 
-def add_queue_rule(table: str, ifindex: int, queue: int) -> None:
-    """Queue every IPv4 packet leaving interface ``ifindex`` to nfqueue ``queue`` (accepted if nobody listens)."""
+def add_queue_rule(table: str, ifindex: int, queue: int, ingress: bool = True) -> None:
+    """Queue every IPv4 packet arriving on (``ingress``) or leaving interface ``ifindex`` to nfqueue
+    ``queue``; packets are accepted if nobody listens."""
     nl = NetfilterSocket(rcvbuf=1 << 20)
     try:
-        data, acks = queue_rule_batch(nl, table, ifindex, queue)
+        data, acks = queue_rule_batch(nl, table, ifindex, queue, ingress)
         nl.request(data, acks)
     finally:
         nl.close()

@@ -225,6 +225,15 @@ def markdown(rep: dict) -> str:
          f"Shaper: **{rep['shaper']}**{' (' + rep['shaper_note'] + ')' if rep.get('shaper_note') else ''}. "
          f"Cloud backend: {rep['settings']['backend']}. Edge policy: `{rep['settings']['policy']}`. "
          f"Namespaces: {', '.join(rep['topology']['namespaces'].values())}.", ""]
+    host = rep.get("host")
+    if host:
+        L += [f"Host: {host['cpus']} CPUs, kernel {host['kernel']}, load average (1/5/15 min) "
+              f"{'/'.join(f'{x:g}' for x in host['loadavg_at_start'])} at the start"
+              + (f", {'/'.join(f'{x:g}' for x in host['loadavg_at_end'])} at the end" if "loadavg_at_end" in host
+                 else "")
+              + (f"; run took {host['duration_s']:.0f} s" if "duration_s" in host else "")
+              + ". Edge, cloud and load generator share these CPUs, so compute and queueing times are "
+                "those of one shared machine; link times are the emulated link's.", ""]
     profs = rep["profiles"]
     if rep.get("table"):
         s = rep["settings"]

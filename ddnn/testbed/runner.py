@@ -13,6 +13,8 @@ import itertools
 import json
 import logging
 import math
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -261,12 +263,15 @@ class Run:
 
     def execute(self) -> dict:
         preflight()
+        t_start = time.time()
         c = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         rep: dict = {"format": R.FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "command": c.command, "settings": {k: (str(v) if isinstance(v, Path) else v)
                                                         for k, v in asdict(c).items()},
+                     "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                              "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
                      "topology": self.topo.describe(),
                      "profiles": {n: p.to_dict() for n, p in self.profiles.items()}}
         exit_codes: dict[str, int] = {}
@@ -300,6 +305,8 @@ class Run:
                     rep["shaper_counters"] = getattr(self.shaper, "counters", None)
         left = [ns for ns in self.topo.namespaces.values() if ns in existing_namespaces()]
         rep["cleanup"] = {"namespaces_left": left, "exit_codes": exit_codes}
+        rep["host"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        rep["host"]["duration_s"] = round(time.time() - t_start, 1)
         rep["checks"] = checks(rep, self.profiles)
         write(rep, self.out)
         return rep

@@ -3,9 +3,9 @@
 Two implementations with one interface:
 
 * ``netem``: ``tc qdisc replace dev X root netem delay D [J] loss L% rate R`` on each end.
-* ``nfqueue``, for kernels built without ``sch_netem`` (some VM and CI kernels): ``tbf`` for the
-  rate and a small user-space process per end (:mod:`ddnn.testbed.delayer`) for delay, jitter
-  and loss, fed by an nf_tables NFQUEUE rule on that interface.
+* ``nfqueue``, for kernels built without ``sch_netem`` (some VM and CI kernels): ``tbf`` on each
+  sending end for the rate, and a small user-space process on each receiving end
+  (:mod:`ddnn.testbed.delayer`) for delay, jitter and loss, fed by an nf_tables NFQUEUE rule.
 
 ``auto`` picks netem when the kernel has it. Either way ``down`` sets both interfaces down.
 """
@@ -84,7 +84,7 @@ class NetemShaper(Shaper):
 
 
 class NfqueueShaper(Shaper):
-    """tbf for the rate, one delayer process per end for delay, jitter and loss."""
+    """tbf for the rate (egress), one delayer process per end for delay, jitter and loss (ingress)."""
 
     kind = "nfqueue"
 

@@ -135,6 +135,62 @@ def test_context_manager_removes_everything_on_an_exception():
     assert not set(topo.namespaces.values()) & set(existing_namespaces())
 
 
+SINK = """
+import socket, time
+s = socket.socket(); s.bind(("{addr}", 5201)); s.listen(1); s.settimeout(60)
+c, _ = s.accept(); n = 0; t0 = None
+while True:
+    b = c.recv(1 << 20)
+    t0 = t0 or time.perf_counter()
+    if not b:
+        break
+    n += len(b)
+print(n, time.perf_counter() - t0)
+"""
+SOURCE = """
+import socket
+s = socket.create_connection(("{addr}", 5201), timeout=60); s.sendall(b"x" * {n}); s.shutdown(1); s.recv(1)
+"""
+
+
+def bulk_mbit(topo: Topology, nbytes: int) -> float:
+    """Send ``nbytes`` over TCP from the edge's namespace to the cloud's; the goodput in Mbit/s."""
+    addr = topo.backhaul.b.addr
+    sink = subprocess.Popen([*topo.exec_prefix("cloud"), sys.executable, "-c", SINK.format(addr=addr)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        subprocess.run([*topo.exec_prefix("edge"), sys.executable, "-c", SOURCE.format(addr=addr, n=nbytes)],
+                       check=True, timeout=90)
+        n, secs = sink.communicate(timeout=90)[0].split()
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+    assert int(n) == nbytes
+    return 8 * nbytes / float(secs) / 1e6
+
+
+def test_shaped_link_carries_its_rate_with_its_delay(tmp_path):
+    from ddnn.testbed.profiles import load_profiles
+    from ddnn.testbed.shaper import make_shaper
+
+    profiles = load_profiles()
+    topo = Topology.plan()
+    with Testbed(topo):
+        shaper = make_shaper("auto", topo.backhaul, tmp_path)
+        try:
+            shaper.apply(profiles["constrained"])
+            # 2 MB at 10 Mbit/s with an 80 ms round trip: close to the rate (slow start costs a little),
+            # never above it, and not throttled by the emulation itself
+            assert 6.0 <= bulk_mbit(topo, 2 << 20) <= 10.5
+            shaper.apply(profiles["good"])
+            assert bulk_mbit(topo, 8 << 20) > 50
+        finally:
+            shaper.close()
+    assert not set(topo.namespaces.values()) & set(existing_namespaces())
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_run_still_cleans_up(tmp_path, sig):
     before = ours()

@@ -125,6 +125,37 @@ def test_attributes_are_padded_and_parse_back():
     assert nl.attrs(nl.nested(4, nl.attr(1, b"x")))[4] == nl.attr(1, b"x")
 
 
+def _expressions(rule_msg: bytes) -> list[tuple[str, dict]]:
+    """(name, data attributes) of each expression of a NEWRULE message, in order."""
+    exprs, out, off = nl.attrs(rule_msg, 4)[nl.NFTA_RULE_EXPRESSIONS], [], 0
+    while off < len(exprs):
+        n, _ = struct.unpack_from("=HH", exprs, off)
+        elem = nl.attrs(exprs[off + 4:off + n])
+        out.append((elem[nl.NFTA_EXPR_NAME].rstrip(b"\0").decode(), nl.attrs(elem[nl.NFTA_EXPR_DATA])))
+        off += (n + 3) & ~3
+    return out
+
+
+def _meta_key(rule_msg: bytes) -> int:
+    name, data = _expressions(rule_msg)[0]
+    assert name == "meta"
+    return struct.unpack(">I", data[nl.NFTA_META_KEY])[0]
+
+
+def test_queue_rule_holds_packets_where_they_arrive_not_where_they_leave():
+    # held on the sender's egress, packets would still count against the sending TCP socket
+    data, _ = nl.queue_rule_batch(_Seq(), "t", ifindex=5, queue=0)
+    msgs = list(nl.messages(data))
+    hook = nl.attrs(nl.attrs(msgs[2][2], 4)[nl.NFTA_CHAIN_HOOK])
+    assert struct.unpack(">I", hook[nl.NFTA_HOOK_HOOKNUM])[0] == nl.NF_INET_PRE_ROUTING
+    assert _meta_key(msgs[3][2]) == nl.NFT_META_IIF
+    data, _ = nl.queue_rule_batch(_Seq(), "t", ifindex=5, queue=0, ingress=False)
+    msgs = list(nl.messages(data))
+    hook = nl.attrs(nl.attrs(msgs[2][2], 4)[nl.NFTA_CHAIN_HOOK])
+    assert struct.unpack(">I", hook[nl.NFTA_HOOK_HOOKNUM])[0] == nl.NF_INET_POST_ROUTING
+    assert _meta_key(msgs[3][2]) == nl.NFT_META_OIF
+
+
 def test_queue_rule_batch_is_table_chain_rule_between_batch_markers():
     data, acks = nl.queue_rule_batch(_Seq(), "ddnn_testbed", ifindex=5, queue=1)
     msgs = list(nl.messages(data))
@@ -134,24 +165,14 @@ def test_queue_rule_batch_is_table_chain_rule_between_batch_markers():
                      t | nl.NFT_MSG_NEWRULE, nl.NFNL_MSG_BATCH_END]
     assert acks == {seq for k, seq, _ in msgs[1:4]}
     chain = nl.attrs(msgs[2][2], 4)
-    hook = nl.attrs(chain[nl.NFTA_CHAIN_HOOK])
-    assert struct.unpack(">I", hook[nl.NFTA_HOOK_HOOKNUM])[0] == nl.NF_INET_POST_ROUTING
-    rule = nl.attrs(msgs[3][2], 4)
-    exprs = rule[nl.NFTA_RULE_EXPRESSIONS]
-    names, off = [], 0
-    while off < len(exprs):
-        n, _ = struct.unpack_from("=HH", exprs, off)
-        elem = nl.attrs(exprs[off + 4:off + n])
-        names.append(elem[nl.NFTA_EXPR_NAME].rstrip(b"\0").decode())
-        data_ = nl.attrs(elem[nl.NFTA_EXPR_DATA])
-        if names[-1] == "cmp":
-            assert nl.attrs(data_[nl.NFTA_CMP_DATA])[nl.NFTA_DATA_VALUE] == struct.pack("=I", 5)
-        if names[-1] == "target":
-            assert data_[nl.NFTA_TARGET_NAME] == b"NFQUEUE\0"
-            assert struct.unpack("=HHH", data_[nl.NFTA_TARGET_INFO][:6]) == (1, 1, nl.NFQ_FLAG_BYPASS)
-            assert len(data_[nl.NFTA_TARGET_INFO]) == 8  # XT_ALIGN(sizeof(xt_NFQ_info_v3))
-        off += (n + 3) & ~3
-    assert names == ["meta", "cmp", "target"]
+    assert chain[nl.NFTA_CHAIN_TYPE] == b"filter\0"
+    exprs = dict(_expressions(msgs[3][2]))
+    assert list(exprs) == ["meta", "cmp", "target"]
+    assert nl.attrs(exprs["cmp"][nl.NFTA_CMP_DATA])[nl.NFTA_DATA_VALUE] == struct.pack("=I", 5)
+    target = exprs["target"]
+    assert target[nl.NFTA_TARGET_NAME] == b"NFQUEUE\0"
+    assert struct.unpack("=HHH", target[nl.NFTA_TARGET_INFO][:6]) == (1, 1, nl.NFQ_FLAG_BYPASS)
+    assert len(target[nl.NFTA_TARGET_INFO]) == 8  # XT_ALIGN(sizeof(xt_NFQ_info_v3))
 
 
 # -- the delayer's queue discipline -----------------------------------------------------------------------
