@@ -82,6 +82,11 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(
             f"{self.name}: {self.input_name} {self.dtype.name}{list(self.item_shape)} -> {self.output_name} on "
             f"{device}, {threads} torch threads, torch {torch.__version__}, numpy {np.__version__} ({np.__file__})")
+        if int(np.__version__.split(".")[0]) >= 2:
+            # Python backends built with pybind11 < 2.12 (Triton <= 2.51, python_backend#384) return
+            # empty output tensors, without an error, when numpy 2 is loaded.
+            pb_utils.Logger.log_warn(f"{self.name}: numpy {np.__version__} is loaded; with Triton <= 2.51 the "
+                                     "responses come back empty. Install numpy<2 for the backend's Python.")
 
     def execute(self, requests):
         responses = [None] * len(requests)

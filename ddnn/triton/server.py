@@ -15,9 +15,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -202,6 +204,55 @@ def log_tail(path: Path | None, lines: int = 40) -> str:
         return "".join(deque(f, maxlen=lines)).rstrip()
 
 
+_STALE_SHM = re.compile(r"^ddnn_triton_(?:client_)?(\d+)_")
+
+
+def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> list[str]:
+    """Remove shared-memory files that ddnn's Tritons and clients made in processes that are gone.
+
+    Named ``ddnn_triton_<pid>_…`` (the Python backend's regions, prefix set by the launcher) and
+    ``ddnn_triton_client_<pid>_…`` (client regions); a server or client killed with SIGKILL leaves them.
+    """
+    removed = []
+    for f in shm_dir.glob("ddnn_triton_*"):
+        m = _STALE_SHM.match(f.name)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # that process still exists
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(OSError):
+            f.unlink()
+            removed.append(f.name)
+    return removed
+
+
+def _die_with_parent():
+    """preexec_fn for Linux: Triton gets SIGTERM when the thread that launched it dies.
+
+    Without it a launcher killed by SIGKILL (or by SIGTERM without a handler) leaves tritonserver
+    running forever, since it runs in a session of its own.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def _kill_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -250,6 +301,9 @@ class TritonServer:
         shm_bytes: initial shared memory per model instance between Triton and the stub (the
             backend grows it in steps of the same size; a 1 MiB default would grow per request).
         extra_args: more tritonserver flags.
+
+    On Linux Triton is told to stop (SIGTERM) when the thread that called :meth:`start` dies, so
+    a killed launcher leaves no server behind: start it from a thread that outlives the server.
     """
 
     def __init__(self, repositories: str | Path | list[str | Path], *, models: list[str] | None = None,
@@ -355,6 +409,8 @@ class TritonServer:
         if self.running:
             return self
         self._install = self._install or find_tritonserver()
+        for name in remove_stale_shared_memory():
+            log.info("removed stale shared memory /dev/shm/%s", name)
         self._work_dir = tempfile.mkdtemp(prefix="ddnn-triton-")
         weakref.finalize(self, shutil.rmtree, self._work_dir, True)  # if stop() is never called
         self._backend_dir = assemble_backend_directory(self._install, Path(self._work_dir) / "backends")
@@ -385,7 +441,8 @@ class TritonServer:
         with open(self.log_path, "ab") as logf:
             # Own session: stop() can signal Triton and the stub processes it forks, and nothing else.
             self.process = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=env, start_new_session=True, cwd=self._work_dir)
+                                            env=env, start_new_session=True, cwd=self._work_dir,
+                                            preexec_fn=_die_with_parent())
         self._finalizer = weakref.finalize(self, _cleanup, self.process, self._shm_prefix)
 
     def stop(self, keep_work_dir: bool = False) -> int | None:

@@ -7,6 +7,9 @@ and the shipped ResNet-20 checkpoint. Triton's logits must equal the in-process 
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -118,6 +121,45 @@ def test_concurrent_requests_are_batched_and_answered_each_with_its_own_logits(r
     executions = after.execution_count - before.execution_count
     assert requests == sum(sizes)
     assert executions < len(parts), "dynamic batching should merge requests that queue up together"
+
+
+def test_shared_memory_client_gives_the_same_logits_and_cleans_up(repos, triton, images):
+    _, manifest, path = repos["shipped"]
+    ck = load_checkpoint(path)
+    with TritonClient(triton.url, timeout_s=30) as plain, \
+            TritonClient(triton.url, timeout_s=30, shared_memory=True) as shm:
+        for split in ("block7", "input"):
+            x = cloud_input(ck, split, images)
+            model = manifest.model_for(split).model
+            np.testing.assert_array_equal(shm.infer(model, x), plain.infer(model, x))
+            np.testing.assert_array_equal(shm.infer(model, x[:3]), plain.infer(model, x[:3]))  # region reused
+        names = [r.name for r in shm._pool.regions()]
+        assert len(names) == 1 and Path("/dev/shm", names[0]).exists()  # sequential calls share one region
+        registered = shm._client.get_system_shared_memory_status(as_json=True).get("regions", {})
+        assert set(names) <= set(registered)
+        with pytest.raises(InvalidInput, match="FP64"):
+            shm.infer(manifest.model_for("block7").model, cloud_input(ck, "block7", images).astype(np.float64))
+        assert not shm._pool.regions() and not Path("/dev/shm", names[0]).exists()  # a failed call's region goes
+        x = cloud_input(ck, "block7", images)
+        np.testing.assert_array_equal(shm.infer(manifest.model_for("block7").model, x),
+                                      plain.infer(manifest.model_for("block7").model, x))
+        names += [r.name for r in shm._pool.regions()]
+    assert not any(Path("/dev/shm", n).exists() for n in names)
+    with TritonClient(triton.url) as other:
+        registered = other._client.get_system_shared_memory_status(as_json=True).get("regions", {})
+    assert not set(names) & set(registered)
+
+    async def burst():  # concurrent calls each get a region of their own
+        async with AsyncTritonClient(triton.url, timeout_s=30, shared_memory=True) as c:
+            feats = cloud_input(ck, "block7", images)
+            parts = np.split(feats, 8)
+            got = await asyncio.gather(*(c.infer(manifest.model_for("block7").model, p) for p in parts))
+            return feats, np.concatenate(got)
+
+    feats, got = asyncio.run(burst())
+    with torch.inference_mode():
+        expected = cloud_part(ck.model, 7)(torch.from_numpy(feats)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_bad_inputs_come_back_as_invalid_input(repos, client):
@@ -234,3 +276,27 @@ def test_stop_kills_a_server_that_ignores_sigterm(repos):
     assert server.process.returncode == -signal.SIGKILL
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # stop() returned only once the stubs were gone too
+
+
+def test_a_killed_launcher_takes_its_triton_with_it(repos, tmp_path):
+    repo, manifest, _ = repos["tiny"]
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from ddnn.triton.server import TritonServer\n"
+        f"s = TritonServer({str(repo)!r}, models=[{manifest.model_for('input').model!r}], http_port=None,"
+        " metrics_port=None).start()\n"
+        "print(s.process.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)  # do not leave it running, then fail
+    pytest.fail("tritonserver outlived the process that launched it")

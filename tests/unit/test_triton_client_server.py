@@ -25,6 +25,7 @@ from ddnn.triton.server import (
     assemble_backend_directory,
     find_tritonserver,
     free_port,
+    remove_stale_shared_memory,
     stub_environment,
 )
 
@@ -128,3 +129,17 @@ def test_server_rejects_a_missing_repository(tmp_path):
         TritonServer(tmp_path / "missing")
     with pytest.raises(ValueError, match="model_control_mode"):
         TritonServer(tmp_path, model_control_mode="none")
+
+
+def test_stale_shared_memory_of_dead_processes_is_removed(tmp_path):
+    import subprocess
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    names = [f"ddnn_triton_{dead_pid}_abc_0_x", f"ddnn_triton_client_{dead_pid}_ab12_1",
+             f"ddnn_triton_{os.getpid()}_abc_0_x", "ddnn_triton_other", "someone_else"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    assert sorted(remove_stale_shared_memory(tmp_path)) == sorted(names[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
