@@ -1,7 +1,7 @@
 """deploy/prometheus and deploy/grafana, checked by promtool and against the services' metrics modules.
 
 The expressions themselves run against a live Prometheus in
-tests/integration/test_deploy_prometheus.py; here: promtool's config and rule checks, the alert
+tests/integration/test_deploy_live_prometheus.py; here: promtool's config and rule checks, the alert
 unit tests, the metric names every expression uses, and the dashboards' structure and freshness.
 """
 
