@@ -36,6 +36,14 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error (see the server log)"
 
 
+def status_name(code: int) -> str:
+    """Name of a gRPC status code number (``3`` -> ``INVALID_ARGUMENT``)."""
+    for c in grpc.StatusCode:
+        if c.value[0] == code:
+            return c.name
+    return "UNKNOWN"
+
+
 def error_fields(exc: BaseException) -> tuple[int, str]:
     """(status code number, message) for an in-band ``ddnn.v1.Error``."""
     code, msg = status_for(exc)

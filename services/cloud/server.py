@@ -6,14 +6,12 @@ import asyncio
 import logging
 import time
 
-import grpc
-
 from ddnn.codec import decode
 from ddnn.errors import InvalidInput, NotFound, Overloaded
 from ddnn.inference import cloud_answers
 from ddnn.pb.ddnn.v1 import cloud_pb2, cloud_pb2_grpc, tensor_pb2
 from ddnn.serving.convert import from_proto
-from ddnn.serving.errors import error_fields
+from ddnn.serving.errors import error_fields, status_name
 from services.cloud import metrics
 from services.cloud.backends import SplitModel
 
@@ -32,6 +30,10 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
         self.max_batch = max_batch
         self.max_inflight = max_inflight
         self.inflight = 0
+        for s in splits:  # series exist from the start, so dashboards show 0 rather than nothing
+            metrics.BATCHES.labels(s, "OK")
+            metrics.SAMPLES.labels(s)
+            metrics.RECEIVED_BYTES.labels(s)
 
     def _validate(self, fb: cloud_pb2.FeatureBatch):
         split = self.splits.get(fb.split)
@@ -78,7 +80,7 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
             return await self.handle(fb)
         except Exception as exc:  # in-band: the stream survives a bad batch
             code, msg = error_fields(exc)
-            metrics.BATCHES.labels(fb.split or "?", grpc.StatusCode(_code(code)).name).inc()
+            metrics.BATCHES.labels(fb.split if fb.split in self.splits else "unknown", status_name(code)).inc()
             return cloud_pb2.CloudResult(batch_id=fb.batch_id, sample_ids=fb.sample_ids,
                                          error=tensor_pb2.Error(code=code, message=msg))
 
@@ -117,9 +119,3 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
                                         input_dtype=s.input_dtype) for s in self.splits.values()],
             inflight_batches=self.inflight, max_inflight_batches=self.max_inflight)
 
-
-def _code(number: int) -> tuple:
-    for c in grpc.StatusCode:
-        if c.value[0] == number:
-            return c.value
-    return grpc.StatusCode.UNKNOWN.value

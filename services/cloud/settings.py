@@ -19,6 +19,8 @@ class CloudSettings:
     triton_repository: str = setting("", "model repository to export to / serve (default: a cache folder); "
                                          "with --triton-url, the repository that server serves (its manifest "
                                          "maps split points to model names)")
+    triton_host: str = setting("127.0.0.1", "address the Triton this service starts binds to (0.0.0.0 lets "
+                                            "Prometheus scrape its metrics from another host)")
     triton_metrics_port: int = setting(0, "metrics port of the Triton this service starts (0 = any free port)")
     triton_threads: int = setting(1, "torch threads per Triton model instance (0 = cores / instances)")
     triton_max_queue_delay_us: int = setting(100, "Triton dynamic batcher's queue delay, microseconds")

@@ -43,7 +43,7 @@ class TritonBackend:
             options = ExportOptions(max_batch_size=s.max_batch, torch_threads=s.triton_threads,
                                     max_queue_delay_us=s.triton_max_queue_delay_us)
             manifest = export_repository(ck, repo, list(splits), options)
-            self.server = TritonServer(repo, models=[manifest.model_for(x).model for x in splits],
+            self.server = TritonServer(repo, models=[manifest.model_for(x).model for x in splits], host=s.triton_host,
                                        metrics_port=s.triton_metrics_port, http_port=None, startup_timeout=180,
                                        log_path=repo.parent / f"{repo.name}.tritonserver.log")
             self.url = ""

@@ -20,7 +20,7 @@ from ddnn.errors import InvalidInput, NotReady, Overloaded
 from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, EdgeResult
 from ddnn.pb.ddnn.v1 import cloud_pb2, edge_pb2, edge_pb2_grpc, tensor_pb2
 from ddnn.serving.convert import from_proto, to_proto
-from ddnn.serving.errors import error_fields
+from ddnn.serving.errors import error_fields, status_name
 from services.edge import metrics
 from services.edge.cloud_link import CloudLink
 from services.edge.runtime import EdgeConfig, EdgeRuntime
@@ -47,6 +47,13 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         self.monitor = monitor or ChannelMonitor(runtime, link, ModeSelector())
         self.telemetry: Telemetry | None = None
         self.slo: SloLoop | None = None
+        # Every series exists from the start, so dashboards and alerts see 0 rather than nothing.
+        exits = {e for r in runtime.config.routes.values() for e in r.exits}
+        for outcome in (*sorted(exits), "cloud", "dropped", "degraded"):
+            metrics.SAMPLES.labels(outcome)
+        for reason in ("unavailable", "local_mode"):
+            metrics.CLOUD_ERRORS.labels(reason)
+        metrics.BATCHES.labels("OK")
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -164,7 +171,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             metrics.BATCHES.labels("OK").inc()
         except Exception as exc:  # in-band: the stream keeps serving later batches
             code, msg = error_fields(exc)
-            metrics.BATCHES.labels(str(code)).inc()
+            metrics.BATCHES.labels(status_name(code)).inc()
             emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, sample_ids=batch.sample_ids,
                                       error=tensor_pb2.Error(code=code, message=msg)))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
-import time
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def run(s: LoadgenSettings) -> dict:
     print(format_report(report))
     print(f"\nreport: {out / 'report.json'}   per-sample: {out / 'samples.csv'}")
     if s.linger_s > 0:
-        time.sleep(s.linger_s)
+        # Keep /metrics up for a last scrape; SIGTERM ends the wait (a clean stop, exit 0).
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop.wait(s.linger_s)
     return report
 
 

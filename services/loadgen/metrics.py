@@ -11,3 +11,7 @@ ACCURACY = Gauge("ddnn_loadgen_accuracy", "Running accuracy: scope edge, cloud o
 LATENCY = Histogram("ddnn_loadgen_latency_seconds", "Client-side latency per sample, by path", ["path"],
                     buckets=LATENCY_BUCKETS)
 INFLIGHT = Gauge("ddnn_loadgen_inflight_batches", "Batches sent and not fully answered")
+
+for _path in ("edge", "cloud", "dropped", "degraded", "rejected"):  # series exist from the start
+    SAMPLES.labels(_path)
+    CORRECT.labels(_path)

@@ -15,6 +15,7 @@ from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE
 from ddnn.pb.ddnn.v1 import edge_pb2, edge_pb2_grpc
 from ddnn.runreport import REJECTED, Records
 from ddnn.serving.convert import images_to_proto
+from ddnn.serving.errors import status_name
 from ddnn.serving.server import TlsFiles, channel_credentials, grpc_options
 from services.loadgen import metrics
 from services.loadgen.settings import LoadgenSettings
@@ -76,7 +77,7 @@ class Replay:
                 if i is not None:
                     r.outcome[i] = REJECTED
                     r.exit[i] = "rejected"
-                    r.error[i] = f"{grpc.StatusCode(_status(rb.error.code)).name}: {rb.error.message}"
+                    r.error[i] = f"{status_name(rb.error.code)}: {rb.error.message}"
             return
         for res in rb.results:
             sid = self._answer(batch, int(res.sample_id), now)
@@ -138,13 +139,6 @@ def replay_order(n: int, limit: int, shuffle: bool, seed: int) -> np.ndarray:
     """Dataset indices to replay: the first ``limit`` of a seeded permutation (or of 0..n-1)."""
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     return order[:limit]
-
-
-def _status(code: int):
-    for c in grpc.StatusCode:
-        if c.value[0] == code:
-            return c.value
-    return grpc.StatusCode.UNKNOWN.value
 
 
 def make_channel(s: LoadgenSettings) -> grpc.aio.Channel:

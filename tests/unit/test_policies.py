@@ -287,7 +287,11 @@ def test_shipped_policy_belongs_to_the_shipped_checkpoint():
     from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_POLICY
 
     policy = EdgePolicy.load(SHIPPED_POLICY)
-    assert list(policy.criteria) == ["block7"] and policy.criteria["block7"].kind == "ao_margin"
+    # One AO criterion per edge depth: block7 for normal mode, block4 for WS mode, each fitted alone.
+    assert sorted(policy.criteria) == ["block4", "block7"]
+    assert all(c.kind == "ao_margin" for c in policy.criteria.values())
     # A retrained checkpoint needs a recalibrated policy (`ddnn calibrate`, see docs/exit-policies.md).
-    assert policy.meta["checkpoint_sha256"] == file_sha256(SHIPPED_CHECKPOINT)
-    assert policy.meta["target"] == {"kind": "accuracy_loss", "value": 0.0}
+    sha = file_sha256(SHIPPED_CHECKPOINT)
+    for exit, meta in policy.meta["per_exit"].items():
+        assert meta["checkpoint_sha256"] == sha and meta["exits"] == [exit]
+        assert meta["target"] == {"kind": "accuracy_loss", "value": 0.0}
