@@ -254,7 +254,8 @@ class Run:
               "integrity": rep["integrity"], "report": _brief(rep),
               "phases": R.timeline_phases(samples, schedule, send0, c.rate, bs, polls, end),
               "segments": R.segments(polls, schedule, send0, end),
-              "series": R.series(polls, send0, end)}
+              # bins of a whole number of batches (about 2 s), so open-loop batches do not alias
+              "series": R.series(polls, send0, end, bin_s=max(1, round(2 * c.rate)) / c.rate)}
         R.plot_timeline(tl, self.out / "timeline.png")
         tl["plot"] = "timeline.png"
         return tl
