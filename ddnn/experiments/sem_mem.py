@@ -280,20 +280,32 @@ def torch_threads() -> int:
 
 def discussion(results: dict, wins: dict) -> str:
     """What matches the paper and what does not, with the numbers."""
-    s8, s1 = _row(results, "SEM", 8, MAIN_T), _row(results, "SEM", 1, MAIN_T)
+    n = results["n_test"]
+    s8, s1, s3 = (_row(results, "SEM", k, MAIN_T) for k in (8, 1, 3))
     m = [_row(results, "MEM", k, MAIN_T) for k in POSITIONS]
     lines = [
         f"* Overall accuracy: SEM-8 {pct(s8['overall_acc'], 2)} (paper 92.04%), SEM-1 {pct(s1['overall_acc'], 2)}; "
         f"MEM from {pct(min(r['overall_acc'] for r in m), 2)} to {pct(max(r['overall_acc'] for r in m), 2)} "
         "(paper 84.31%-86.10%). Our absolute accuracies are lower mainly because of the training budget "
         "(a few epochs instead of 2000) and the narrower network, plus about 4 points from the JPEG re-encoding.",
-        f"* Later exits keep more samples at the edge: SEM-1 {s1['local_exits']} vs SEM-8 {s8['local_exits']} local "
-        "exits (paper: SEM-3 5383, SEM-8 9139). With short training the exits are less confident, so fewer "
-        "samples pass the normalized-entropy test at T = 0.3 than in the paper.",
-        f"* SEM vs MEM at T = 0.3: SEM wins on local exits at {wins['local exits']}/8 positions, edge accuracy "
-        f"{wins['edge acc']}/8, overall accuracy {wins['overall acc']}/8, overall latency {wins['overall latency']}/8 "
-        f"(paper: 8/8 on each). Where the MEM wins, a likely reason is the short training: its eight extra losses "
-        "act as deep supervision that speeds up early training of the shared layers, while the paper's "
-        "advantage of the SEM (weights tuned for one exit) shows after long training.",
     ]
+    paper8 = PAPER_SEM[8]["local_exits"] / 10000
+    fewer = s8["exit_rate"] < paper8
+    lines.append(
+        f"* Local exits by exit position: SEM-1 {s1['local_exits']}, SEM-3 {s3['local_exits']}, SEM-8 "
+        f"{s8['local_exits']} of {n} (paper: SEM-3 5383, SEM-8 9139 of 10,000)"
+        + (". Our exits are less confident after short training, so fewer images pass the normalized-entropy test "
+           "at T = 0.3 than in the paper." if fewer else "."))
+    every = all(v == len(POSITIONS) for v in wins.values())
+    summary = (f"SEM wins on local exits at {wins['local exits']}/8 positions, edge accuracy {wins['edge acc']}/8, "
+               f"overall accuracy {wins['overall acc']}/8, overall latency {wins['overall latency']}/8 and "
+               f"end-of-training edge accuracy {wins['final-epoch edge acc']}/8 (paper: 8/8 on each)")
+    if every:
+        lines.append(f"* SEM vs MEM at T = 0.3: {summary}; the paper's conclusion holds here.")
+    else:
+        lines.append(
+            f"* SEM vs MEM at T = 0.3: {summary}. Where the MEM wins, we suspect the short training: the MEM's "
+            "eight extra losses act as deep supervision of the shared early layers, which helps most in the first "
+            "epochs, while the paper's advantage of the SEM (weights tuned for one exit) is measured after 2000 "
+            "epochs. We have not run longer training to test this.")
     return "\n".join(lines)
