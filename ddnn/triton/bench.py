@@ -1,16 +1,19 @@
 """Triton round trip vs in-process compute for one batch, so link overhead = round trip - compute.
 
-``python -m ddnn.triton.bench [--splits block7,input] [--batch 32] [--iters 30] [--json out.json]``
+``OMP_WAIT_POLICY=PASSIVE python -m ddnn.triton.bench [--splits block7,input] [--batch 32] [--iters 30]
+[--json out.json]``
 exports the checkpoint's split points to a temporary repository, starts the wheel's tritonserver
 and times, per split point, sequential ``TritonClient.infer`` calls against the in-process
-``CloudPart`` on the same batch with the same thread count (interleaved call by call), plus
-Triton's own per-execution queue and compute times (its statistics API). Not a test.
+``CloudPart`` on the same batch with the same thread count, with the tensor in the gRPC message
+and in system shared memory, interleaved call by call, plus Triton's own per-execution queue and
+compute times (its statistics API). Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -70,12 +73,16 @@ def measure(checkpoint: str | Path = SHIPPED_CHECKPOINT, splits: tuple[str, ...]
         images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
     threads = default_threads(1)  # what each Triton instance uses with the exported defaults
     results = {"checkpoint": str(checkpoint), "batch": batch, "iters": iters, "torch_threads": threads,
-               "splits": {}}
+               # Triton's stubs get PASSIVE unless it is set (see stub_environment); set it for this
+               # process too, before torch is imported, for a like-for-like in-process baseline.
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (active spinning)"),
+               "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()), "splits": {}}
     with tempfile.TemporaryDirectory(prefix="ddnn-bench-repo-") as repo:
         manifest = export_repository(ck, repo, list(splits), ExportOptions())
         torch.set_num_threads(threads)
         with TritonServer(repo, http_port=None, metrics_port=None, shm_bytes=shm_bytes) as server, \
-                TritonClient(server.url, timeout_s=60) as client:
+                TritonClient(server.url, timeout_s=60) as client, \
+                TritonClient(server.url, timeout_s=60, shared_memory=True) as shm_client:
             for split in splits:
                 info = manifest.model_for(split)
                 cloud = cloud_part(ck.model, info.position)
@@ -84,43 +91,51 @@ def measure(checkpoint: str | Path = SHIPPED_CHECKPOINT, splits: tuple[str, ...]
                     xt = torch.from_numpy(x)
                     for _ in range(warmup):
                         client.infer(info.model, x)
+                        shm_client.infer(info.model, x)
                         cloud(xt)
                     before = _triton_stats(client, info.model)
-                    rtt, compute = [], []
-                    for _ in range(iters):  # interleaved, so load from elsewhere hits both alike
+                    rtt, rtt_shm, compute = [], [], []
+                    for _ in range(iters):  # interleaved, so load from elsewhere hits all three alike
                         t0 = time.perf_counter()
                         client.infer(info.model, x)
                         t1 = time.perf_counter()
-                        cloud(xt)
+                        shm_client.infer(info.model, x)
                         t2 = time.perf_counter()
+                        cloud(xt)
+                        t3 = time.perf_counter()
                         rtt.append(t1 - t0)
-                        compute.append(t2 - t1)
+                        rtt_shm.append(t2 - t1)
+                        compute.append(t3 - t2)
                     after = _triton_stats(client, info.model)
                 inside = _per_execution_ms(before, after)
                 entry = {"model": info.model, "request_bytes": x.nbytes, "in_process_compute": _summary(compute),
-                         "triton_round_trip": _summary(rtt), "triton_per_execution": inside}
-                entry["link_overhead_median_ms"] = (entry["triton_round_trip"]["median_ms"]
-                                                    - entry["in_process_compute"]["median_ms"])
-                # Same calls, Triton's own clock: what the round trip adds beyond Triton's compute, and
-                # what gRPC + (de)serialization add beyond Triton's handling of the request ("success").
-                entry["transport_overhead_mean_ms"] = entry["triton_round_trip"]["mean_ms"] - inside["compute_infer_ms"]
-                entry["grpc_overhead_mean_ms"] = entry["triton_round_trip"]["mean_ms"] - inside["success_ms"]
+                         "triton_round_trip": _summary(rtt), "triton_round_trip_shm": _summary(rtt_shm),
+                         "triton_per_execution": inside}
+                compute_ms = entry["in_process_compute"]["median_ms"]
+                entry["link_overhead_median_ms"] = entry["triton_round_trip"]["median_ms"] - compute_ms
+                entry["link_overhead_shm_median_ms"] = entry["triton_round_trip_shm"]["median_ms"] - compute_ms
+                # Same calls, Triton's own clock: what each path adds beyond Triton's compute.
+                entry["transport_mean_ms"] = entry["triton_round_trip"]["mean_ms"] - inside["compute_infer_ms"]
+                entry["transport_shm_mean_ms"] = entry["triton_round_trip_shm"]["mean_ms"] - inside["compute_infer_ms"]
                 results["splits"][split] = entry
     return results
 
 
 def format_table(results: dict) -> str:
-    rows = [f"batch {results['batch']}, {results['iters']} sequential calls, {results['torch_threads']} torch threads",
-            f"{'split':8} {'bytes':>9} {'compute':>9} {'triton rt':>10} {'rt p90':>8} {'triton infer':>13} "
-            f"{'queue':>7} {'overhead':>9} {'transport':>10} {'grpc':>7}"]
+    rows = [f"batch {results['batch']}, {results['iters']} calls per path, interleaved, "
+            f"{results['torch_threads']} torch threads, OMP_WAIT_POLICY {results['omp_wait_policy']}, "
+            f"load average {results['load_average'][0]:.1f} (medians, ms)",
+            f"{'split':7} {'bytes':>8} {'compute':>8} {'rt grpc':>8} {'rt shm':>8} {'triton':>8} "
+            f"{'ovh grpc':>9} {'ovh shm':>8} {'tr grpc':>8} {'tr shm':>7}"]
     for split, e in results["splits"].items():
-        rows.append(f"{split:8} {e['request_bytes']:>9} {e['in_process_compute']['median_ms']:>8.2f}m "
-                    f"{e['triton_round_trip']['median_ms']:>9.2f}m {e['triton_round_trip']['p90_ms']:>7.2f}m "
-                    f"{e['triton_per_execution']['compute_infer_ms']:>12.2f}m "
-                    f"{e['triton_per_execution']['queue_ms']:>6.2f}m {e['link_overhead_median_ms']:>8.2f}m "
-                    f"{e['transport_overhead_mean_ms']:>9.2f}m {e['grpc_overhead_mean_ms']:>6.2f}m")
-    rows.append("(ms; overhead = median round trip - median in-process compute; transport = mean round trip -\n"
-                " mean Triton compute_infer of the same calls; grpc = mean round trip - Triton's request time)")
+        rows.append(f"{split:7} {e['request_bytes']:>8} {e['in_process_compute']['median_ms']:>8.2f} "
+                    f"{e['triton_round_trip']['median_ms']:>8.2f} {e['triton_round_trip_shm']['median_ms']:>8.2f} "
+                    f"{e['triton_per_execution']['compute_infer_ms']:>8.2f} {e['link_overhead_median_ms']:>9.2f} "
+                    f"{e['link_overhead_shm_median_ms']:>8.2f} {e['transport_mean_ms']:>8.2f} "
+                    f"{e['transport_shm_mean_ms']:>7.2f}")
+    rows.append("compute: in-process CloudPart; rt: Triton round trip (tensor in the gRPC message / in shared\n"
+                "memory); triton: Triton's compute_infer (mean); ovh = rt - compute (medians); tr = rt - triton\n"
+                "(means of the same calls: transport and Triton's own handling, robust to compute noise)")
     return "\n".join(rows)
 
 

@@ -10,7 +10,8 @@ Triton status            raised                      typical cause
 =======================  ==========================  ===========================
 INVALID_ARGUMENT         InvalidInput                wrong dtype/shape, empty, NaN, batch > max
 NOT_FOUND                NotFound                    unknown model
-UNAVAILABLE              NotReady                    server down, model not loaded
+NOT_FOUND, no versions   NotReady                    model known but not loaded (startup, shutdown)
+UNAVAILABLE              NotReady                    server down, model not ready
 DEADLINE_EXCEEDED        TritonDeadlineExceeded      the call's deadline passed (a NotReady)
 RESOURCE_EXHAUSTED       Overloaded                  Triton's queue is full
 anything else            TritonInternalError         a bug; Triton's log has the traceback
@@ -61,6 +62,8 @@ def map_triton_error(exc: InferenceServerException, model: str | None = None) ->
     kind = {"INVALID_ARGUMENT": InvalidInput, "NOT_FOUND": NotFound, "UNAVAILABLE": NotReady,
             "CANCELLED": NotReady, "DEADLINE_EXCEEDED": TritonDeadlineExceeded,
             "RESOURCE_EXHAUSTED": Overloaded}.get(status, TritonInternalError)
+    if kind is NotFound and "no available versions" in message:
+        kind = NotReady  # a known model that is not loaded (yet, or any more: Triton is stopping)
     return kind(f"{where}{message}" + (f" [{status}]" if status else ""))
 
 

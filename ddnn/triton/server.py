@@ -129,6 +129,7 @@ def stub_environment(base: dict[str, str] | None = None, install: TritonInstall 
       from another directory, so its ``$ORIGIN`` rpath no longer finds them).
     * ``DDNN_TRITON_SITE_DIRS``: the directory ddnn is imported from and this environment's
       site-packages; ``model.py`` puts them first on ``sys.path`` (the stub ignores ``PYTHONPATH``).
+    * ``OMP_WAIT_POLICY=PASSIVE`` unless set: spinning OpenMP workers starve co-located processes.
     """
     env = dict(os.environ if base is None else base)
     libdir = sysconfig.get_config_var("LIBDIR")
@@ -145,6 +146,10 @@ def stub_environment(base: dict[str, str] | None = None, install: TritonInstall 
         if p not in site_dirs:
             site_dirs.append(p)
     env[ENV_SITE_DIRS] = os.pathsep.join(site_dirs)
+    # Idle OpenMP workers of torch spin by default. With Triton's stubs sharing few cores with the
+    # services and each other, the spinning stole the cores: a 32-sample block7 batch took ~130 ms
+    # instead of ~40 ms on the 2-core machine. Passive waiting costs microseconds per parallel region.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 

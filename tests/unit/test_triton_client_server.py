@@ -46,6 +46,12 @@ def test_triton_statuses_map_to_domain_errors(status, kind):
     assert str(mapped).startswith("Triton model 'm-block7': input 'X' is odd")  # request-id noise dropped
 
 
+def test_a_known_model_without_loaded_versions_is_not_ready_rather_than_not_found():
+    exc = InferenceServerException("Request for unknown model: 'm' has no available versions",
+                                   status="StatusCode.NOT_FOUND")
+    assert type(map_triton_error(exc, "m")) is NotReady
+
+
 def test_deadline_is_a_not_ready_and_a_timeout():
     assert issubclass(TritonDeadlineExceeded, NotReady) and issubclass(TritonDeadlineExceeded, TimeoutError)
 
@@ -116,6 +122,8 @@ def test_stub_environment_points_at_this_interpreter():
 
     assert site_dirs[0] == str(Path(ddnn.__file__).resolve().parents[1])
     assert sysconfig.get_paths()["purelib"] in site_dirs
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert stub_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"  # an explicit choice stays
 
 
 def test_free_port_is_bindable():
