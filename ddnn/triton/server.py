@@ -520,3 +520,47 @@ def triton(address: str | None = None, repository: str | Path | list[str | Path]
     if repository is None:
         raise ValueError("give a Triton address or a model repository to launch Triton on")
     return TritonServer(repository, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ddnn.triton.server REPO [REPO ...]``: run Triton in the foreground until SIGTERM/Ctrl-C."""
+    import argparse
+    import json
+
+    from ddnn.logs import configure_logging
+
+    p = argparse.ArgumentParser(prog="python -m ddnn.triton.server", description=main.__doc__)
+    p.add_argument("repositories", nargs="+", help="model repositories (ddnn export-triton output)")
+    p.add_argument("--models", help="models to load, comma-separated (default: every model listed)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--grpc-port", type=int, default=0, help="0 = a free port")
+    p.add_argument("--http-port", type=int, default=0, help="0 = a free port, -1 = off")
+    p.add_argument("--metrics-port", type=int, default=0, help="0 = a free port, -1 = off")
+    p.add_argument("--log", help="tritonserver log file (default: a temporary file)")
+    p.add_argument("--startup-timeout", type=float, default=120.0)
+    args = p.parse_args(argv)
+    configure_logging()
+    server = TritonServer(args.repositories, models=args.models.split(",") if args.models else None,
+                          host=args.host, grpc_port=args.grpc_port,
+                          http_port=None if args.http_port < 0 else args.http_port,
+                          metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+                          log_path=args.log, startup_timeout=args.startup_timeout)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        with server:
+            print(json.dumps({"grpc": server.url, "http": server.http_url, "metrics": server.metrics_url,
+                              "models": server.models, "log": str(server.log_path), "pid": server.process.pid}),
+                  flush=True)
+            while not stopping and server.running:
+                time.sleep(0.5)
+            if not server.running:
+                log.error("tritonserver exited with code %s:\n%s", server.process.returncode, server.log_tail())
+                return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
