@@ -126,7 +126,7 @@ class CloudRunner:
 
     @torch.inference_mode()
     def logits(self, payload: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(payload)).to(self.device)
+        x = torch.from_numpy(np.array(payload, copy=not payload.flags.writeable)).to(self.device)
         return self.cloud(x).float().cpu().numpy()
 
 
