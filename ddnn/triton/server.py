@@ -43,8 +43,6 @@ ENV_BACKEND_DIR = "DDNN_TRITON_BACKEND_DIR"
 ENV_SITE_DIRS = "DDNN_TRITON_SITE_DIRS"  # read by backend_model.py inside the stub
 STUB_NAME = "triton_python_backend_stub"
 BACKEND_LIB = "libtriton_python.so"
-# What tritonserver logs when a port is taken (gRPC, HTTP and metrics word it differently).
-PORT_TAKEN = ("address already in use", "failed to listen", "failed to bind", "failed to start")
 
 
 class TritonNotInstalled(FileNotFoundError):
@@ -427,18 +425,51 @@ class TritonServer:
             self._shm_prefix = f"ddnn_triton_{os.getpid()}_{id(self) & 0xFFFFFF:x}_{attempt}_"
             self._launch(env)
             try:
+                deadline = time.monotonic() + self.startup_timeout
                 wait_until_ready(self.url, self.models, self.startup_timeout, self.process, self.log_path)
+                self._wait_other_endpoints(deadline)
                 log.info("Triton ready at %s (models %s, log %s)", self.url, self.models, self.log_path)
                 return self
             except TritonStartupError as exc:
                 self.stop(keep_work_dir=True)
-                retry = (attempt < 2 and 0 in self._ports.values()
-                         and any(m in exc.log_tail.lower() for m in PORT_TAKEN))
-                if not retry:
+                if not (attempt < 2 and self._picked_port_was_taken(exc.log_tail)):
                     self._remove_work_dir()
                     raise
-                log.warning("Triton port taken between picking and binding; retrying with new ports")
+                log.warning("a port picked for Triton was taken before Triton bound it; retrying with new ports")
         raise AssertionError("unreachable")
+
+    def _picked_port_was_taken(self, log_text: str) -> bool:
+        """Whether Triton failed because a port *we* picked was taken meanwhile (a fixed one stays taken)."""
+        lines = [ln for ln in log_text.splitlines() if "in use" in ln.lower()]
+        picked = [port for name, port in self.ports.items() if self._ports[name] == 0 and port]
+        return any(f":{port}" in ln for ln in lines for port in picked)
+
+    def _wait_other_endpoints(self, deadline: float) -> None:
+        """Triton reports ready over gRPC before it has bound HTTP and metrics, and exits if either
+        port is taken: wait until they answer too (or the process exits)."""
+        import urllib.error
+        import urllib.request
+
+        urls = [u for u in (f"http://{self.http_url}/v2/health/ready" if self.http_url else None, self.metrics_url)
+                if u]
+        for url in urls:
+            while True:
+                if self.process.poll() is not None:
+                    raise TritonStartupError(f"tritonserver exited with code {self.process.returncode} during "
+                                             "startup", log_tail(self.log_path))
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if time.monotonic() >= deadline:
+                    raise TritonStartupError(f"Triton endpoint {url} not answering after {self.startup_timeout:g}s",
+                                             log_tail(self.log_path))
+                time.sleep(0.1)
+        if self.process.poll() is not None:
+            raise TritonStartupError(f"tritonserver exited with code {self.process.returncode} during startup",
+                                     log_tail(self.log_path))
 
     def _launch(self, env: dict[str, str]) -> None:
         cmd = self.command()

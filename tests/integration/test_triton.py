@@ -266,6 +266,20 @@ def test_startup_failure_names_the_problem_and_shows_the_log(repos, tmp_path):
     assert not server.running
 
 
+def test_a_taken_port_fails_startup_naming_the_port(repos):
+    import socket
+
+    repo, manifest, _ = repos["tiny"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = TritonServer(repo, models=[manifest.model_for("input").model], metrics_port=port)
+        with pytest.raises(TritonStartupError, match=f"127.0.0.1:{port}' already in use"):
+            server.start()  # a port given explicitly is not retried: it would stay taken
+    assert not server.running
+
+
 def test_stop_kills_a_server_that_ignores_sigterm(repos):
     repo, manifest, _ = repos["tiny"]
     model = manifest.model_for("input").model
