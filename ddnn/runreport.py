@@ -19,8 +19,9 @@ from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, OUTCOME_NAMES
 
 REJECTED = 9  # the batch was refused with an error (no prediction)
 OUTCOME_NAMES = {**OUTCOME_NAMES, REJECTED: "rejected"}
-COLUMNS = ("sample_id", "label", "outcome", "exit", "prediction", "edge_prediction", "confidence", "latency_s",
-           "edge_compute_s", "link_s", "cloud_compute_s", "server_total_s", "offload_bytes", "error")
+COLUMNS = ("sample_id", "label", "outcome", "exit", "prediction", "edge_prediction", "confidence", "sent_s",
+           "latency_s", "edge_compute_s", "link_s", "cloud_compute_s", "server_total_s", "offload_bytes", "answers",
+           "error")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Records:
     prediction: np.ndarray = field(init=False)
     edge_prediction: np.ndarray = field(init=False)
     confidence: np.ndarray = field(init=False)
+    sent_s: np.ndarray = field(init=False)  # when its batch was sent, seconds from the start of the run
     latency_s: np.ndarray = field(init=False)
     edge_compute_s: np.ndarray = field(init=False)
     link_s: np.ndarray = field(init=False)
@@ -53,7 +55,7 @@ class Records:
         self.prediction = np.full(n, -1, np.int64)
         self.edge_prediction = np.full(n, -1, np.int64)
         self.confidence = np.zeros(n, np.float32)
-        for name in ("latency_s", "edge_compute_s", "link_s", "cloud_compute_s", "server_total_s"):
+        for name in ("sent_s", "latency_s", "edge_compute_s", "link_s", "cloud_compute_s", "server_total_s"):
             setattr(self, name, np.full(n, np.nan))
         self.offload_bytes = np.zeros(n, np.int64)
         self.error = [""] * n
@@ -66,9 +68,10 @@ class Records:
             for i in range(self.n):
                 w.writerow([int(self.sample_id[i]), int(self.label[i]), OUTCOME_NAMES.get(int(self.outcome[i]), "none"),
                             self.exit[i], int(self.prediction[i]), int(self.edge_prediction[i]),
-                            f"{self.confidence[i]:.6f}", f"{self.latency_s[i]:.6f}", f"{self.edge_compute_s[i]:.6f}",
-                            f"{self.link_s[i]:.6f}", f"{self.cloud_compute_s[i]:.6f}", f"{self.server_total_s[i]:.6f}",
-                            int(self.offload_bytes[i]), self.error[i]])
+                            f"{self.confidence[i]:.6f}", f"{self.sent_s[i]:.6f}", f"{self.latency_s[i]:.6f}",
+                            f"{self.edge_compute_s[i]:.6f}", f"{self.link_s[i]:.6f}", f"{self.cloud_compute_s[i]:.6f}",
+                            f"{self.server_total_s[i]:.6f}", int(self.offload_bytes[i]), int(self.answers[i]),
+                            self.error[i]])
 
 
 def _pct(x: np.ndarray) -> dict:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ddnn.launch import Service, start
-from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT
+from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_POLICY
 from ddnn.testbed import report as R
 from ddnn.testbed.profiles import LinkProfile, load_profiles, parse_schedule
 from ddnn.testbed.shaper import Shaper, make_shaper
@@ -32,7 +32,7 @@ from ddnn.testbed.watcher import Watcher
 
 log = logging.getLogger(__name__)
 
-TESTBED_POLICY = Path(__file__).with_name("policy.json")
+TESTBED_POLICY = SHIPPED_POLICY  # one AO criterion per depth: block4 (ws) and block7 (normal)
 MODES = ("ws", "normal", "local", "auto")
 TEST_SPLIT_IMAGES = 10000
 

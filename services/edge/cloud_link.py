@@ -115,7 +115,14 @@ class CloudLink:
             try:
                 await stub.GetStatus(cloud_pb2.CloudStatusRequest(), timeout=max(1.0, 2 * self.probe_interval_s))
                 self.estimate.probe(time.perf_counter() - t0)
-            except grpc.aio.AioRpcError:
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise
+                # The channel was closed under an in-flight probe (the link is reconnecting):
+                # a failed probe, not the end of probing.
+                self.estimate.probe(None)
+            except Exception as exc:  # AioRpcError, UsageError on a closed channel, ...
+                log.debug("probe failed: %r", exc)
                 self.estimate.probe(None)
 
     async def wait_connected(self, timeout: float) -> bool:

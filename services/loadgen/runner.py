@@ -61,6 +61,7 @@ class Replay:
         self.by_id = {b.batch_id: b for b in self.batches}
         self.unknown = 0
         self.bar = tqdm(total=len(self.records.label), unit="img", desc="replay", disable=not s.progress)
+        self.t0 = time.perf_counter()
         self.correct = {"edge": 0, "cloud": 0, "all": 0}
         self.count = {"edge": 0, "cloud": 0, "all": 0}
 
@@ -132,6 +133,7 @@ class Replay:
 
     def mark_sent(self, batch: Batch) -> None:
         batch.sent_at = time.perf_counter()
+        self.records.sent_s[batch.ids] = batch.sent_at - self.t0
         metrics.INFLIGHT.inc()
 
 
@@ -182,7 +184,7 @@ async def run_replay(images: np.ndarray, labels: np.ndarray, order: np.ndarray,
         stub = edge_pb2_grpc.EdgeStub(channel)
         queues = [asyncio.Queue() for _ in range(s.concurrency)]
         streams = [asyncio.create_task(_stream(stub, replay, q, s.deadline_s)) for q in queues]
-        t0 = time.perf_counter()
+        t0 = replay.t0 = time.perf_counter()
         if s.loop == "closed":
             work: asyncio.Queue = asyncio.Queue()
             for b in replay.batches:
