@@ -208,6 +208,18 @@ def log_tail(path: Path | None, lines: int = 40) -> str:
 
 
 _STALE_SHM = re.compile(r"^ddnn_triton_(?:client_)?(\d+)_")
+_WORK_DIR_PREFIX = "ddnn-triton-"
+_STALE_WORK_DIR = re.compile(rf"^{_WORK_DIR_PREFIX}(\d+)-")
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> list[str]:
@@ -219,18 +231,21 @@ def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> list[str]:
     removed = []
     for f in shm_dir.glob("ddnn_triton_*"):
         m = _STALE_SHM.match(f.name)
-        if not m:
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-            continue  # that process still exists
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        with contextlib.suppress(OSError):
-            f.unlink()
-            removed.append(f.name)
+        if m and _pid_gone(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                f.unlink()
+                removed.append(f.name)
+    return removed
+
+
+def remove_stale_work_dirs(tmp_dir: Path | None = None) -> list[str]:
+    """Remove launcher work directories (``ddnn-triton-<pid>-…``) whose launcher process is gone."""
+    removed = []
+    for d in Path(tmp_dir or tempfile.gettempdir()).glob(f"{_WORK_DIR_PREFIX}*"):
+        m = _STALE_WORK_DIR.match(d.name)
+        if m and d.is_dir() and _pid_gone(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
     return removed
 
 
@@ -414,7 +429,9 @@ class TritonServer:
         self._install = self._install or find_tritonserver()
         for name in remove_stale_shared_memory():
             log.info("removed stale shared memory /dev/shm/%s", name)
-        self._work_dir = tempfile.mkdtemp(prefix="ddnn-triton-")
+        for name in remove_stale_work_dirs():
+            log.info("removed the work directory %s of a launcher that is gone", name)
+        self._work_dir = tempfile.mkdtemp(prefix=f"{_WORK_DIR_PREFIX}{os.getpid()}-")
         weakref.finalize(self, shutil.rmtree, self._work_dir, True)  # if stop() is never called
         self._backend_dir = assemble_backend_directory(self._install, Path(self._work_dir) / "backends")
         self.log_path = self._log_path or Path(self._work_dir) / "tritonserver.log"

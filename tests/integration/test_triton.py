@@ -25,7 +25,7 @@ from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_TEST_PACK
 from ddnn.training import TrainConfig, train
 from ddnn.triton import ExportOptions, export_repository
 from ddnn.triton.client import AsyncTritonClient, TritonClient, TritonDeadlineExceeded
-from ddnn.triton.server import ExistingTriton, TritonServer, TritonStartupError, free_port
+from ddnn.triton.server import ExistingTriton, TritonServer, TritonStartupError, free_port, remove_stale_work_dirs
 from tests.conftest import make_imagefolder
 
 pytestmark = pytest.mark.integration
@@ -300,17 +300,20 @@ def test_a_killed_launcher_takes_its_triton_with_it(repos, tmp_path):
         "from ddnn.triton.server import TritonServer\n"
         f"s = TritonServer({str(repo)!r}, models=[{manifest.model_for('input').model!r}], http_port=None,"
         " metrics_port=None).start()\n"
-        "print(s.process.pid, flush=True)\n"
+        "print(s.process.pid, os.getpid(), flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    pid = int(proc.stdout.split()[0])
+    pid, launcher = (int(v) for v in proc.stdout.split()[:2])
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while True:
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
-            return
+            break
+        if time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)  # do not leave it running, then fail
+            pytest.fail("tritonserver outlived the process that launched it")
         time.sleep(0.2)
-    os.killpg(pid, signal.SIGKILL)  # do not leave it running, then fail
-    pytest.fail("tritonserver outlived the process that launched it")
+    # What the killed launcher could not clean up, the next launcher does.
+    assert any(n.startswith(f"ddnn-triton-{launcher}-") for n in remove_stale_work_dirs())

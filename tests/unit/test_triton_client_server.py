@@ -26,6 +26,7 @@ from ddnn.triton.server import (
     find_tritonserver,
     free_port,
     remove_stale_shared_memory,
+    remove_stale_work_dirs,
     stub_environment,
 )
 
@@ -151,3 +152,9 @@ def test_stale_shared_memory_of_dead_processes_is_removed(tmp_path):
         (tmp_path / n).write_bytes(b"")
     assert sorted(remove_stale_shared_memory(tmp_path)) == sorted(names[:2])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+    work = tmp_path / "tmp"
+    for n in (f"ddnn-triton-{dead_pid}-abc", f"ddnn-triton-{os.getpid()}-abc", "ddnn-triton-legacy"):
+        (work / n / "backends").mkdir(parents=True)
+    assert remove_stale_work_dirs(work) == [f"ddnn-triton-{dead_pid}-abc"]
+    assert sorted(p.name for p in work.iterdir()) == [f"ddnn-triton-{os.getpid()}-abc", "ddnn-triton-legacy"]
