@@ -24,6 +24,8 @@ class CloudSettings:
     triton_metrics_port: int = setting(0, "metrics port of the Triton this service starts (0 = any free port)")
     triton_threads: int = setting(1, "torch threads per Triton model instance (0 = cores / instances)")
     triton_max_queue_delay_us: int = setting(100, "Triton dynamic batcher's queue delay, microseconds")
+    triton_shared_memory: bool = setting(True, "pass tensors to a Triton this service started through shared "
+                                               "memory (same host) instead of inside gRPC messages")
     triton_restart: bool = setting(True, "restart the Triton this service started if it dies")
     splits: str = setting("", "split points to serve, comma-separated (default: every edge exit and 'input')")
     max_batch: int = setting(256, "largest batch accepted (samples)")

@@ -70,14 +70,19 @@ class TritonBackend:
             self.url = self.server.url
             if self.s.triton_restart:
                 self._watchdog = asyncio.create_task(self._watch(), name="triton-watchdog")
-        self.client = AsyncTritonClient(self.url, timeout_s=self.s.request_timeout_s,
-                                        max_message_bytes=self.s.max_message_bytes)
+        self.client = self._client()
         for _ in range(600):
             if await self.client.is_ready(list(self.models.values())):
                 log.info("Triton at %s serves %s", self.url, self.models)
                 return
             await asyncio.sleep(0.2)
         raise NotReady(f"Triton at {self.url} did not become ready with models {list(self.models.values())}")
+
+    def _client(self) -> AsyncTritonClient:
+        # Shared memory only with a Triton we started: a server given by address may be elsewhere.
+        return AsyncTritonClient(self.url, timeout_s=self.s.request_timeout_s,
+                                 max_message_bytes=self.s.max_message_bytes,
+                                 shared_memory=self.s.triton_shared_memory and self.server is not None)
 
     async def _watch(self) -> None:
         while True:
@@ -90,8 +95,7 @@ class TritonBackend:
             try:
                 await asyncio.get_running_loop().run_in_executor(None, self.server.start)
                 old, self.url = self.client, self.server.url
-                self.client = AsyncTritonClient(self.url, timeout_s=self.s.request_timeout_s,
-                                                max_message_bytes=self.s.max_message_bytes)
+                self.client = self._client()
                 if old is not None:
                     with contextlib.suppress(Exception):
                         await old.close()
