@@ -112,3 +112,16 @@ def test_user_table_replaces_the_energies(tmp_path):
         EnergyTable.load(path)
     with pytest.raises(ValueError, match="format"):
         EnergyTable.from_dict({"mac_pj": {"32": 1}})
+
+
+def test_aux_principal_split_sends_raw_input_to_the_whole_principal():
+    from ddnn.models import aux_principal
+
+    aux = build_model(ModelSpec("resnet", 8, exits=(), width=4))
+    principal = build_model(ModelSpec("resnet", 8, exits=(), width=8))
+    est = energy_per_inference(aux_principal(aux, principal), {"aux_final": 0.25})
+    aux_ops, _ = count_ops(aux, torch.zeros(1, 3, 32, 32))  # the aux network's stem, blocks and final head
+    principal_ops = split_ops(principal, []).reference
+    assert est.edge_pj == pytest.approx(aux_ops.compute_pj(TABLE))
+    assert est.cloud_pj == pytest.approx(0.75 * principal_ops.compute_pj(TABLE))
+    assert est.reference_pj == pytest.approx(principal_ops.compute_pj(TABLE))
