@@ -289,3 +289,32 @@ def test_no_sample_answered_twice_or_lost_under_random_batch_ids(work):
     finally:
         edge.stop()
         cloud.stop()
+
+
+def test_triton_killed_mid_replay_is_restarted_and_offloading_resumes(work):
+    cloud = start("services.cloud", ["--backend", "triton", "--listen", "127.0.0.1:0", "--metrics-port", "0",
+                                     "--triton-repository", str(work / "triton-repo")], work, name="cloud-triton",
+                  timeout=300)
+    edge = start("services.edge", edge_args(work, cloud.grpc), work, name="edge-triton")
+    try:
+        def tritons():
+            return [p for p in psutil.Process(cloud.proc.pid).children(recursive=True) if p.name() == "tritonserver"]
+
+        first = tritons()
+        assert len(first) == 1
+        run = loadgen(edge.grpc, work / "lg-triton-kill", 3000, wait=False)
+        time.sleep(4)
+        first[0].kill()  # Triton crashes; the cloud service stays up
+        report = finish(run, work / "lg-triton-kill")
+        assert report["integrity"]["ok"], report["integrity"]
+        outcomes = [r["outcome"] for r in rows(work / "lg-triton-kill")]
+        assert "degraded" in outcomes
+        last_degraded = max(i for i, o in enumerate(outcomes) if o == "degraded")
+        assert "cloud" in outcomes[last_degraded:], "offloading did not resume after Triton came back"
+        second = tritons()
+        assert len(second) == 1 and second[0].pid != first[0].pid
+        assert "restarting it" in cloud.log_tail(200)
+    finally:
+        edge.stop()
+        cloud.stop()
+    assert not psutil.pid_exists(second[0].pid) or psutil.Process(second[0].pid).status() == psutil.STATUS_ZOMBIE
