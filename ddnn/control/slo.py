@@ -11,8 +11,13 @@ bandwidth budget (bytes/s) — the controller sets, once per interval:
   error; the latency target uses additive-increase / multiplicative-decrease.
 * the **payload**: with a bandwidth budget that binds, the smallest allowed payload per sample
   (raw uint8 input, int8, fp16 features) replaces fp32, and fp32 returns when fp32 would fit.
-* the **exit depth**: with a latency target, when edge-side time (compute and queueing) makes up
-  most of the latency, the shallow (ws) exit is used; otherwise the deep (normal) one.
+* the **exit depth**: with a latency target, when the samples answered at the edge are
+  themselves over the target (edge compute and queueing are the tail, so offloading less cannot
+  help), the shallow (ws) exit is used; otherwise the deep (normal) one. The offload fraction is
+  cut only while the tail comes from the cloud path.
+
+With too few answers in the window (a pause in traffic) it holds everything as it is: an empty
+window says nothing about the link or the load.
 
 It never offloads more than the base policy would (the accuracy-preferred operating point): it
 only trades accuracy for the target, and gives it back when there is headroom.
@@ -85,6 +90,7 @@ class SloController:
     payloads: tuple[str, ...] = ("fp32", "raw", "int8", "fp16")
     gain: float = 0.3  # per-step integral gain; the 5 s window lags a 1 s step, so keep it gentle
     f_min: float = 0.0
+    min_samples: int = 64
     trim: float = 1.0
     f_cmd: float | None = None
     history: list = field(default_factory=list)
@@ -108,16 +114,17 @@ class SloController:
         if self.f_cmd is None:
             self.f_cmd = offload_fraction(crit, probs)
         measured = self.measured(m)
+        if m["count"] < self.min_samples:
+            return Decision(None, None, None, self.f_cmd, measured)
         arrival = max(m["answer_rate"], 1e-9)
         new_payload, new_depth = None, None
         if self.target.kind == "p95_latency":
-            if m["count"] == 0:
-                return Decision(None, None, None, self.f_cmd, measured)
-            if measured > self.target.value:
-                self.f_cmd *= 0.7
-            elif measured < 0.85 * self.target.value:
-                self.f_cmd = self.f_cmd * 1.15 + 0.01
-            want_depth = "ws" if m["edge_share"] > 0.6 and measured > 0.85 * self.target.value else "normal"
+            edge_tail = m["p95_edge_path_s"] > 0.9 * self.target.value
+            if measured > self.target.value and not edge_tail:
+                self.f_cmd *= 0.7  # the cloud path is the tail: offload less
+            elif measured < 0.85 * self.target.value or edge_tail:
+                self.f_cmd = self.f_cmd * 1.15 + 0.01  # headroom, or offloading is not the problem
+            want_depth = "ws" if edge_tail else "normal"
             new_depth = want_depth if want_depth != depth else None
         else:
             per_sample = 1.0 if self.target.kind == "cloud_rate" else payload_bytes[payload]

@@ -26,7 +26,7 @@ def plant(c, arrival):
     """What the edge would measure over a window with criterion c at this arrival rate."""
     f = offload_fraction(c, PROBS)
     return {"count": 500, "answer_rate": arrival, "offload_rate": arrival * f, "bytes_rate": 0.0,
-            "p95_latency_s": 0.0, "edge_share": 0.2, "offload_fraction": f}
+            "p95_latency_s": 0.0, "p95_edge_path_s": 0.02, "edge_share": 0.2, "offload_fraction": f}
 
 
 def test_cloud_rate_budget_is_held_when_load_changes():
@@ -86,13 +86,28 @@ def test_latency_target_cuts_offload_then_gives_it_back():
     assert offload_fraction(c, PROBS) == pytest.approx(offload_fraction(base, PROBS), abs=0.02)
 
 
-def test_latency_dominated_by_the_edge_picks_the_shallow_exit():
+def test_latency_dominated_by_the_edge_picks_the_shallow_exit_and_keeps_offloading():
     base = crit("max_softmax", 0.9)
     ctl = SloController(SloTarget("p95_latency", 0.1))
-    m = plant(base, 100.0) | {"p95_latency_s": 0.3, "edge_share": 0.9}
-    assert ctl.step(m, base, base, PROBS, "fp32", BYTES, "normal").depth == "ws"
-    m = plant(base, 100.0) | {"p95_latency_s": 0.3, "edge_share": 0.1}
-    assert ctl.step(m, base, base, PROBS, "fp32", BYTES, "ws").depth == "normal"
+    f_base = offload_fraction(base, PROBS)
+    m = plant(base, 100.0) | {"p95_latency_s": 0.3, "p95_edge_path_s": 0.3}
+    d = ctl.step(m, base, base, PROBS, "fp32", BYTES, "normal")
+    assert d.depth == "ws" and d.offload_target == pytest.approx(f_base)  # no accuracy paid for nothing
+    m = plant(base, 100.0) | {"p95_latency_s": 0.3, "p95_edge_path_s": 0.02}
+    d = ctl.step(m, base, base, PROBS, "fp32", BYTES, "ws")
+    assert d.depth == "normal" and d.offload_target < f_base
+
+
+def test_a_pause_in_traffic_changes_nothing():
+    base = crit("max_softmax", 0.99)
+    ctl = SloController(SloTarget("bandwidth", 200_000.0))
+    busy = plant(base, 100.0) | {"bytes_rate": 100.0 * offload_fraction(base, PROBS) * BYTES["fp32"]}
+    d = ctl.step(busy, base, base, PROBS, "fp32", BYTES, "normal")
+    assert d.payload == "raw"
+    idle = {"count": 0, "answer_rate": 0.0, "offload_rate": 0.0, "bytes_rate": 0.0, "p95_latency_s": 0.0,
+            "p95_edge_path_s": 0.0, "edge_share": 0.0, "offload_fraction": 0.0}
+    held = ctl.step(idle, base.with_knob(d.knob), base, PROBS, "raw", BYTES, "normal")
+    assert held.payload is None and held.knob is None and held.depth is None
 
 
 def test_slo_target_parsing():
