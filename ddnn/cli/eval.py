@@ -39,7 +39,9 @@ def register(sub) -> None:
                         "shipped checkpoint, if present)")
     policy.add_argument("--no-policy", action="store_true", help="cloud only: no edge exits")
     p.add_argument("--exits", type=parse_exits, default=None,
-                   help="active edge exits, e.g. block7 or block4,block7 (default: all the policy covers)")
+                   help="active edge exits, e.g. block7, or block4,block7 for a cascade (default: the exits the "
+                   "policy was calibrated for together; for a policy merged from one fit per depth (--into), the "
+                   "deepest, which is what the edge service runs in its normal mode)")
     p.add_argument("--knob", type=float, default=None, help="override the knob of every active exit's criterion")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     p.add_argument("--per-sample", metavar="FILE.csv", help="write sample id, label, exit, prediction, confidence")
@@ -65,6 +67,10 @@ def run(args) -> int:
         policy = EdgePolicy.load(policy_file)
     if args.exits and policy is None:
         raise ValueError("--exits needs a policy: pass --policy FILE (see `ddnn calibrate`)")
+    if policy is not None and not args.exits:
+        covered = [e for e in ck.exit_names[:-1] if e in policy.criteria]
+        fitted = policy.meta.get("exits")
+        args.exits = (covered[-1:] if "per_exit" in policy.meta or not fitted else list(fitted)) or None
     if args.knob is not None:
         if policy is None:
             raise ValueError("--knob needs a policy: pass --policy FILE")
