@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ddnn.models.resnet import option_a_shortcut
+
 QUANT_BITS = (1, 2, 4, 8)
 
 
@@ -129,11 +131,7 @@ class QuantBasicBlock(nn.Module):
         self.bits = bits
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride != 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        if self.pad:
-            x = F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return x
+        return option_a_shortcut(x, self.stride, self.pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x)) + self.shortcut(x)

@@ -7,6 +7,15 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def option_a_shortcut(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+    """He et al.'s parameter-free shortcut: strided identity, ``pad`` zero channels split front/back."""
+    if stride != 1:
+        x = x[:, :, ::stride, ::stride]
+    if pad:
+        x = F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2))
+    return x
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a parameter-free shortcut (option A: strided identity,
     zero-padded channels), as in the CIFAR experiments of He et al."""
@@ -21,11 +30,7 @@ class BasicBlock(nn.Module):
         self.pad = out_ch - in_ch
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride != 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        if self.pad:
-            x = F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return x
+        return option_a_shortcut(x, self.stride, self.pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -7,10 +7,9 @@ import logging
 import sys
 
 from ddnn.checkpoint import load_checkpoint
-from ddnn.logs import configure_logging
 from ddnn.pb.ddnn.v1 import cloud_pb2_grpc
+from ddnn.serving.entry import run_service
 from ddnn.serving.server import GrpcServer, TlsFiles, install_shutdown, start_metrics_server, write_ready_file
-from ddnn.serving.settings import SettingsError, load_settings
 from services.cloud.backends import TorchBackend, split_models
 from services.cloud.server import CloudServicer
 from services.cloud.settings import CloudSettings
@@ -49,18 +48,7 @@ async def serve(s: CloudSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        s = load_settings(CloudSettings, "DDNN_CLOUD", argv, description=__doc__)
-    except SettingsError as exc:
-        print(f"cloud: error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(json_lines=s.log_json)
-    try:
-        asyncio.run(serve(s))
-    except (ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_service("cloud", CloudSettings, "DDNN_CLOUD", serve, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -12,11 +11,11 @@ from ddnn.inference import cloud_answers
 from ddnn.pb.ddnn.v1 import cloud_pb2, cloud_pb2_grpc, tensor_pb2
 from ddnn.serving.convert import from_proto
 from ddnn.serving.errors import error_fields, status_name
+from ddnn.serving.streams import answer_concurrently
 from services.cloud import metrics
 from services.cloud.backends import SplitModel
 
 log = logging.getLogger(__name__)
-_END = object()
 
 
 class CloudServicer(cloud_pb2_grpc.CloudServicer):
@@ -85,29 +84,11 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
                                          error=tensor_pb2.Error(code=code, message=msg))
 
     async def Infer(self, request_iterator, context):
-        out: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
+        async def answer(fb, emit):
+            emit(await self._answer(fb))
 
-        async def read():
-            try:
-                async for fb in request_iterator:
-                    task = asyncio.create_task(self._answer(fb))
-                    task.add_done_callback(lambda t: out.put_nowait(t.result()) if not t.cancelled() else None)
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.gather(*list(tasks), return_exceptions=True)
-            finally:
-                out.put_nowait(_END)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await out.get()) is not _END:
-                yield item
-        finally:
-            reader.cancel()
-            for t in list(tasks):
-                t.cancel()
+        async for result in answer_concurrently(request_iterator, answer):
+            yield result
 
     async def InferBatch(self, request, context):
         return await self.handle(request)

@@ -11,11 +11,10 @@ import torch
 from ddnn.checkpoint import load_checkpoint
 from ddnn.control.modes import ModeSelector, ModeThresholds
 from ddnn.control.slo import SloTarget
-from ddnn.logs import configure_logging
 from ddnn.pb.ddnn.v1 import edge_pb2_grpc
 from ddnn.policies import EdgePolicy
+from ddnn.serving.entry import run_service
 from ddnn.serving.server import GrpcServer, TlsFiles, install_shutdown, start_metrics_server, write_ready_file
-from ddnn.serving.settings import SettingsError, load_settings
 from services.edge.cloud_link import CloudLink
 from services.edge.runtime import EdgeRuntime
 from services.edge.server import ChannelMonitor, EdgeServicer
@@ -72,18 +71,7 @@ async def serve(s: EdgeSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        s = load_settings(EdgeSettings, "DDNN_EDGE", argv, description=__doc__)
-    except SettingsError as exc:
-        print(f"edge: error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(json_lines=s.log_json)
-    try:
-        asyncio.run(serve(s))
-    except (ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_service("edge", EdgeSettings, "DDNN_EDGE", serve, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, EdgeResult
 from ddnn.pb.ddnn.v1 import cloud_pb2, edge_pb2, edge_pb2_grpc, tensor_pb2
 from ddnn.serving.convert import from_proto, to_proto
 from ddnn.serving.errors import error_fields, status_name
+from ddnn.serving.streams import answer_concurrently
 from services.edge import metrics
 from services.edge.cloud_link import CloudLink
 from services.edge.runtime import EdgeConfig, EdgeRuntime
 
 log = logging.getLogger(__name__)
-_END = object()
 Emit = Callable[[edge_pb2.ResultBatch], None]
 
 
@@ -176,28 +176,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                                       error=tensor_pb2.Error(code=code, message=msg)))
 
     async def Classify(self, request_iterator, context):
-        out: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
-
-        async def read():
-            try:
-                async for batch in request_iterator:
-                    task = asyncio.create_task(self._answer(batch, out.put_nowait))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.gather(*list(tasks), return_exceptions=True)
-            finally:
-                out.put_nowait(_END)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await out.get()) is not _END:
-                yield item
-        finally:
-            reader.cancel()
-            for t in list(tasks):
-                t.cancel()
+        async for result in answer_concurrently(request_iterator, self._answer):
+            yield result
 
     async def ClassifyBatch(self, request, context):
         parts: list[edge_pb2.ResultBatch] = []
