@@ -31,7 +31,7 @@ class Latency:
     edge_ms: float | None  # samples answered at the edge: their batch's edge step
     cloud_ms: float | None  # offloaded samples: their batch's edge step plus the cloud step on the offloaded rows
     overall_ms: float  # mean over all samples of their own latency
-    per_image_ms: float  # wall time of the whole run divided by the number of images (throughput view)
+    per_image_ms: float  # summed (fastest) batch times divided by the number of images (throughput view)
     images: int
     batch_size: int
 
@@ -45,34 +45,53 @@ def cascade_latency(model: MultiExitNet, exit: str, criterion: ExitCriterion, im
     link between edge and cloud is not modelled. Each batch is timed ``repeats`` times and the
     fastest kept (less scheduling noise from other processes).
     """
-    model.eval()
-    split = split_at(model, exit, [exit])
-    edge_t, cloud_t, n_exit, n_cloud = [], [], [], []
-    t_start = time.perf_counter()
+    return paired_latency([(model, exit, criterion)], images, batch_size, repeats)[0]
+
+
+@torch.inference_mode()
+def paired_latency(cascades: Sequence[tuple[MultiExitNet, str, ExitCriterion]], images: np.ndarray,
+                   batch_size: int = 32, repeats: int = 1) -> list[Latency]:
+    """:func:`cascade_latency` for several (model, exit, criterion), timed batch by batch in turn.
+
+    Interleaving puts every cascade under the same load from other processes at the same moment,
+    so their differences come from their exit decisions rather than from when they were timed.
+    """
+    splits = []
+    for model, exit, crit in cascades:
+        model.eval()
+        splits.append((split_at(model, exit, [exit]), exit, crit))
+    stats = [([], [], [], []) for _ in splits]  # edge s, cloud s, exited, offloaded per batch
+    walls = [0.0] * len(splits)
     for i in range(0, len(images), batch_size):
         x = to_tensor(images[i : i + batch_size])
-        best_e = best_c = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            logits, feats = split.edge(x)
-            accept = criterion.accept(softmax(logits[exit].numpy()))
-            t1 = time.perf_counter()
-            rest = ~accept
-            if rest.any():
-                split.cloud(feats[torch.from_numpy(rest)])
-            t2 = time.perf_counter()
-            best_e, best_c = min(best_e, t1 - t0), min(best_c, t2 - t1)
-        edge_t.append(best_e)
-        cloud_t.append(best_c)
-        n_exit.append(int(accept.sum()))
-        n_cloud.append(int((~accept).sum()))
-    wall = (time.perf_counter() - t_start) / max(1, repeats)
-    e, c = np.array(edge_t) * 1e3, np.array(cloud_t) * 1e3
-    ne, nc = np.array(n_exit), np.array(n_cloud)
-    edge_ms = float((e * ne).sum() / ne.sum()) if ne.sum() else None
-    cloud_ms = float(((e + c) * nc).sum() / nc.sum()) if nc.sum() else None
-    overall = float(((e * ne) + (e + c) * nc).sum() / max(1, len(images)))
-    return Latency(edge_ms, cloud_ms, overall, wall * 1e3 / max(1, len(images)), len(images), batch_size)
+        for j, (split, exit, crit) in enumerate(splits):
+            best_e = best_c = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                logits, feats = split.edge(x)
+                accept = crit.accept(softmax(logits[exit].numpy()))
+                t1 = time.perf_counter()
+                rest = ~accept
+                if rest.any():
+                    split.cloud(feats[torch.from_numpy(rest)])
+                t2 = time.perf_counter()
+                best_e, best_c = min(best_e, t1 - t0), min(best_c, t2 - t1)
+            edge_t, cloud_t, n_exit, n_cloud = stats[j]
+            edge_t.append(best_e)
+            cloud_t.append(best_c)
+            n_exit.append(int(accept.sum()))
+            n_cloud.append(int(rest.sum()))
+            walls[j] += best_e + best_c
+    out = []
+    n = max(1, len(images))
+    for (edge_t, cloud_t, n_exit, n_cloud), wall in zip(stats, walls, strict=True):
+        e, c = np.array(edge_t) * 1e3, np.array(cloud_t) * 1e3
+        ne, nc = np.array(n_exit), np.array(n_cloud)
+        edge_ms = float((e * ne).sum() / ne.sum()) if ne.sum() else None
+        cloud_ms = float(((e + c) * nc).sum() / nc.sum()) if nc.sum() else None
+        overall = float(((e * ne) + (e + c) * nc).sum() / n)
+        out.append(Latency(edge_ms, cloud_ms, overall, wall * 1e3 / n, len(images), batch_size))
+    return out
 
 
 def shuffled(images: np.ndarray, limit: int | None = None, seed: int = 0) -> np.ndarray:
