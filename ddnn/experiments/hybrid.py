@@ -363,6 +363,35 @@ def plots(ctx: Context, results: dict, setup: HybridSetup) -> list[str]:
     return links
 
 
+PAPER_ANALOG = {"edge_rate": 0.65, "x": 5.5}  # binary 20E+10C with one exit, CIFAR-10 (abstract, §III-B)
+
+
+def _why_differ(analog: dict, fp_acc: float) -> str:
+    """Where our binary 20E+10C analog lands against the paper's 65% / 5.5x, and the reasons we see."""
+    rate_gap = analog["edge_rate"] - PAPER_ANALOG["edge_rate"]
+    # With the reduction r = E_ref / (E_edge + (1 - p) E_cloud), the exit rate p that would give 5.5x
+    # on our ResNet-20 tells whether the gap is the exit rate or the network's cost structure.
+    e_ref = analog["total_uj"] * analog["x"]
+    need = 1 - (e_ref / PAPER_ANALOG["x"] - analog["edge_part_uj"]) / analog["cloud_part_uj"]
+    parts = [f"* Against the paper's 65% / 5.5×: our exit rate is {100 * rate_gap:+.1f} points from 65% and our "
+             f"reduction is {analog['x']:.2f}× vs 5.5×. On our {analog['split']} split, 5.5× would need "
+             + (f"{pct(need)} of the images to exit at the edge" if 0 <= need <= 1 else
+                "more than every image exiting at the edge" if need > 1 else "no early exits at all") + "."]
+    if rate_gap < -0.05:
+        parts.append("Our exit rate is lower mainly because each network had only one epoch of fine-tuning from "
+                     "a full-precision ResNet-20: the binary edge and the confidence of its exit are far from "
+                     "converged, and the energy reduction depends most on the exit rate (the cloud layers "
+                     "dominate the energy).")
+    elif rate_gap > 0.05:
+        parts.append("Our exit rate is higher than the paper's at the same entropy threshold, with an accuracy "
+                     f"of {pct(analog['overall_acc'], 2)} against {pct(fp_acc, 2)} for the full-precision network: "
+                     "more exits here come with a larger accuracy cost than the paper reports.")
+    cloud = analog["split"].split("+")[1].rstrip("C")
+    parts.append(f"Our smaller ResNet also leaves fewer full-precision layers in the cloud to skip ({cloud} block "
+                 "convolutions against the paper's 10 after 20E), which changes how much each exit saves.")
+    return " ".join(parts)
+
+
 def discussion(results: dict, setup: HybridSetup) -> str:
     fp = results["fp_acc"]
     analog = _find(results, 1, setup.two_exit_split, "joint")
@@ -384,12 +413,8 @@ def discussion(results: dict, setup: HybridSetup) -> str:
                      f"({PAPER_EQUIVALENT.get(r['split'])}), "
                      f"{_x(r['x'])} at {pct(r['edge_rate'])} edge exits, accuracy "
                      f"{100 * (r['overall_acc'] - fp):+.2f} points against full precision.")
-    lines.append(
-        "* Why ours differ: each network had one epoch of fine-tuning from a full-precision ResNet-20 "
-        "instead of full training, so the quantized edges, and the confidence of their exits, are far from "
-        "converged: fewer samples pass the entropy threshold than in the paper, which is what the energy "
-        "reduction is most sensitive to (the cloud layers dominate). ResNet-20 instead of ResNet-32 also "
-        "gives the cloud fewer layers to skip, which lowers the attainable reduction for the same exit rate.")
+    if analog:
+        lines.append(_why_differ(analog, fp))
     return "\n".join(lines)
 
 
