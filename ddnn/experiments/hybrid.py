@@ -449,7 +449,10 @@ def run(ctx: Context) -> Path:
             "full precision.",
             f"* Training: every network starts from the shipped full-precision ResNet-{setup.depth} "
             "(`models/resnet20-aux-cifar10.pt`, 60 GPU epochs on the same 45k split) and is fine-tuned for "
-            f"{setup.epochs} epoch(s) in its own configuration (SGD, lr {setup.lr} with 0.2-epoch warm-up and cosine "
+            f"{setup.epochs} epoch(s)"
+            + (f" over a fixed {setup.limit:,}-image draw of the training data (90% train / 10% validation, to fit "
+               "the 17 fine-tunes into about an hour on 2 CPU cores)" if setup.limit else "")
+            + f" in its own configuration (SGD, lr {setup.lr} with 0.2-epoch warm-up and cosine "
             "decay, batch 128, weight decay 5e-4), joint loss λ = 0.6 on the early exit and 0.4 on the final exit "
             "(two exits: 0.3 + 0.3 + 0.4). The paper trains each network fully (epochs not stated) with "
             "XNOR-Net's algorithm. Separate optimization = the network fine-tuned without exit, then only the "

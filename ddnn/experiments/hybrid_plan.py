@@ -4,7 +4,9 @@ Full mode scales the paper's ResNet-32 study to ResNet-20 so it fits a few CPU h
 has 18 block convolutions instead of 30, and the splits keep the edge exit at the same place in
 the network's stages as the paper's (see :data:`PAPER_EQUIVALENT`). Every model starts from the
 shipped full-precision ResNet-20 (``models/resnet20-aux-cifar10.pt``, 60 GPU epochs on the same
-45k training split) and is fine-tuned in its own configuration for the same number of epochs.
+45k training split) and is fine-tuned in its own configuration for the same number of epochs, on
+a fixed 24,000-image draw of the training data (21,600 train / 2,400 validation), so that the 17
+fine-tunes take about an hour on 2 CPU cores instead of two.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class HybridSetup:
 
 
 FULL = HybridSetup(depth=20, width=0, splits=("6E+12C", "10E+8C", "12E+6C", "14E+4C"), separate_split="10E+8C",
-                   two_exit_split="12E+6C", epochs=1, lr=0.05, limit=None)
+                   two_exit_split="12E+6C", epochs=1, lr=0.05, limit=24000)
 QUICK = HybridSetup(depth=8, width=4, splits=("2E+4C", "4E+2C"), separate_split="2E+4C", two_exit_split="4E+2C",
                     epochs=1, lr=0.05, limit=512)
 
