@@ -308,12 +308,19 @@ def test_triton_killed_mid_replay_is_restarted_and_offloading_resumes(work):
         report = finish(run, work / "lg-triton-kill")
         assert report["integrity"]["ok"], report["integrity"]
         outcomes = [r["outcome"] for r in rows(work / "lg-triton-kill")]
-        assert "degraded" in outcomes
-        last_degraded = max(i for i, o in enumerate(outcomes) if o == "degraded")
-        assert "cloud" in outcomes[last_degraded:], "offloading did not resume after Triton came back"
+        assert "degraded" in outcomes, "the samples offloaded while Triton was down should be answered locally"
+        assert "restarting it" in cloud.log_tail(200)
+        # The restart (a fresh tritonserver loading its Python-backend stubs) may outlast the replay
+        # on a busy machine, so wait for it, bounded, then replay again: offloading must be back.
+        deadline = time.time() + 240
+        while "Triton restarted" not in cloud.log.read_text() and time.time() < deadline:
+            time.sleep(1)
+        assert "Triton restarted" in cloud.log.read_text(), cloud.log_tail(60)
         second = tritons()
         assert len(second) == 1 and second[0].pid != first[0].pid
-        assert "restarting it" in cloud.log_tail(200)
+        after = loadgen(edge.grpc, work / "lg-triton-back", 512)
+        assert after["integrity"]["ok"], after["integrity"]
+        assert after["exit_rates"]["cloud"] > 0 and after["exit_rates"]["degraded"] == 0, after["exit_rates"]
     finally:
         edge.stop()
         cloud.stop()
