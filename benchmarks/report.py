@@ -42,7 +42,8 @@ def system(sec: dict) -> list[str]:
     links = [x["link_overhead_ms_median"] for x in rounds if x["link_overhead_ms_median"] is not None]
     link = sorted(links)[len(links) // 2] if links else float("nan")
     lines = ["## The three-node system (issue 3)", "", _env(sec), "",
-             f"Triton (Python backend, 1 thread) + cloud service, edge service (1 torch thread) and load generator "
+             f"Triton (Python backend, 1 thread) + cloud service, edge service ({r.get('edge_threads', 1)} torch "
+             f"thread(s); the edge does ~90% of the work at this split) and load generator "
              f"({r['concurrency']} closed-loop streams, batches of 32) as separate processes on loopback, against the "
              f"same split ({'block7'}) and shipped AO policy evaluated in-process (`InProcessPipeline`, best of 1 and "
              f"2 threads), alternating on the same {r['images']} test images.", "",

@@ -47,7 +47,7 @@ def run_section(name: str, quick: bool) -> dict:
     elif name == "system":
         from benchmarks import system
 
-        out = system.run(n=256 if quick else 2000, rounds=1 if quick else 2)
+        out = system.run(n=256 if quick else 2000, rounds=1 if quick else 2, edge_threads=2)
     else:
         from benchmarks import slo
 

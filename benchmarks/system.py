@@ -93,7 +93,8 @@ def codec_accuracy() -> dict:
                 "bytes_per_offloaded_sample": payload_bytes(shape if p != "raw" else (32, 32, 3), p)} for p in preds}
 
 
-def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None = None) -> dict:
+def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None = None, edge_threads: int = 1,
+        payloads: bool = True) -> dict:
     work = work or Path(tempfile.mkdtemp(prefix="ddnn-bench-"))
     arrays = load_split(default_test_source(), "test")
     images = arrays.images[replay_order(len(arrays), n, True, 0)]
@@ -101,8 +102,8 @@ def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None 
                                      "--triton-threads", "1", "--triton-repository", str(work / "triton")],
                   work, timeout=300)
     edge = start("services.edge", ["--cloud", cloud.grpc, "--listen", "127.0.0.1:0", "--metrics-port", "0",
-                                   "--torch-threads", "1"], work)
-    result: dict = {"images": n, "concurrency": concurrency, "rounds": []}
+                                   "--torch-threads", str(edge_threads)], work)
+    result: dict = {"images": n, "concurrency": concurrency, "edge_threads": edge_threads, "rounds": []}
     try:
         _loadgen(edge.grpc, work / "warm", 256, concurrency)
         for r in range(rounds):  # alternate, so drift in machine load hits both sides
@@ -123,6 +124,8 @@ def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None 
                 "offloaded_batches": len(links),
                 "latency_s": rep["latency_s"], "time_decomposition_s": rep["time_decomposition_s"],
                 "exit_rates": rep["exit_rates"], "accuracy": rep["accuracy"]})
+        if not payloads:
+            return result
         payloads = {}
         for p in ("fp32", "fp16", "int8", "raw"):
             asyncio.run(_configure(edge.grpc, payload=p))

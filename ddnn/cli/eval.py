@@ -43,6 +43,9 @@ def register(sub) -> None:
                    "policy was calibrated for together; for a policy merged from one fit per depth (--into), the "
                    "deepest, which is what the edge service runs in its normal mode)")
     p.add_argument("--knob", type=float, default=None, help="override the knob of every active exit's criterion")
+    p.add_argument("--energy-table", metavar="FILE", default=None,
+                   help="per-operation energies, JSON (default: Long et al.'s Table I, "
+                        "ddnn/resources/energy_table1.json)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     p.add_argument("--per-sample", metavar="FILE.csv", help="write sample id, label, exit, prediction, confidence")
     p.add_argument("--no-cache", action="store_true", help="recompute logits instead of using the cache")
@@ -53,6 +56,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ddnn.checkpoint import load_checkpoint
     from ddnn.data import load_split
+    from ddnn.energy import EnergyTable
     from ddnn.evaluation import evaluate
     from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_POLICY, default_test_source
     from ddnn.policies import EdgePolicy
@@ -77,8 +81,9 @@ def run(args) -> int:
         active = args.exits or list(policy.criteria)
         policy = policy.with_knobs({e: args.knob for e in active})
     arrays = load_split(args.data or default_test_source(), args.split)
+    table = EnergyTable.load(args.energy_table) if args.energy_table else None  # fail before the forward pass
     report = evaluate(ck, arrays, policy, exits=args.exits, use_cache=not args.no_cache,
-                      progress=False if args.no_progress else None)
+                      progress=False if args.no_progress else None, energy_table=table)
     if policy_file:
         report.info["policy_file"] = policy_file
     if args.per_sample:

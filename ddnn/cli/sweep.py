@@ -44,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--bandwidth", type=float, default=DEFAULT_BANDWIDTH, help="AO: Gaussian KDE bandwidth")
     p.add_argument("--min-pair-samples", type=int, default=DEFAULT_MIN_PAIR_SAMPLES,
                    help="AO: fewest validation samples for a pair-wise threshold")
+    p.add_argument("--energy-table", metavar="FILE", default=None,
+                   help="per-operation energies, JSON (default: Long et al.'s Table I, "
+                        "ddnn/resources/energy_table1.json)")
     p.add_argument("-o", "--out", default="results/sweep", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -86,8 +89,11 @@ def _edge_and_cloud(args, ck, progress):
 
 
 def run(args) -> int:
+    import dataclasses
+
     from ddnn.calibration import repo_relative
     from ddnn.checkpoint import load_checkpoint
+    from ddnn.energy import EnergyTable
     from ddnn.evaluation.sweep import sweep as run_sweep
     from ddnn.evaluation.sweep import table2, write_outputs
     from ddnn.paths import SHIPPED_CHECKPOINT
@@ -96,13 +102,16 @@ def run(args) -> int:
         raise ValueError(f"--points must be at least 2, got {args.points}")
     if not 0.0 < args.bandwidth <= 1.0:
         raise ValueError(f"--bandwidth must be in (0, 1], got {args.bandwidth}")
+    table = EnergyTable.load(args.energy_table)  # fail before any forward pass
     ck = load_checkpoint(args.checkpoint or SHIPPED_CHECKPOINT)
     progress = False if args.no_progress else None
     val_logits, test_logits, costs, exit, val, test = _edge_and_cloud(args, ck, progress)
+    costs = dataclasses.replace(costs, energy_table=table)
     result = run_sweep(val_logits, val.labels, test_logits, test.labels, exit, costs, points=args.points,
                        bandwidth=args.bandwidth, min_pair_samples=args.min_pair_samples, ao_knobs=args.ao_knobs)
     if args.aux:
         result.info["aux_checkpoint"] = repo_relative(args.aux)
+    result.info["energy_table"] = table.name or str(args.energy_table)
     result.info.update({"checkpoint": repo_relative(ck.path), "checkpoint_sha256": ck.sha256,
                         "val_source": repo_relative(val.source), "val_samples": len(val),
                         "test_source": repo_relative(test.source), "test_samples": len(test),

@@ -1,4 +1,5 @@
-"""Compute and link costs of an edge/cloud split: MACs per part, bytes per offloaded sample."""
+"""Compute, energy and link costs of an edge/cloud split: MACs and operation counts per part,
+bytes per offloaded sample."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ddnn.energy import EnergyTable, SplitOps, expected_energy, split_ops
 from ddnn.models import MultiExitNet, aux_principal, cloud_part, count_macs, split_at
 
 RAW_INPUT_BYTES = 32 * 32 * 3  # one uint8 CIFAR image
@@ -24,6 +26,8 @@ class SplitCosts:
     full_macs: int
     feature_shape: tuple[int, ...]
     offload: str = "features"  # or "input": offloaded samples send their raw uint8 image
+    ops: SplitOps | None = None  # operation counts per part, for the energy estimate
+    energy_table: EnergyTable | None = None  # None: Long et al.'s Table I
 
     @property
     def feature_values(self) -> int:
@@ -39,7 +43,7 @@ def split_costs(model: MultiExitNet, exits: Sequence[str]) -> SplitCosts:
     full = cloud_part(model, 0)
     full_macs = count_macs(full, (1, *model.shapes[0]))
     if not exits:
-        return SplitCosts((), full_macs, full_macs, (32, 32, 3), "input")
+        return SplitCosts((), full_macs, full_macs, (32, 32, 3), "input", split_ops(model, []))
     split = split_at(model, exits[-1], list(exits))
     segments, start = [], 0
     for seg in split.edge.segments:
@@ -48,7 +52,8 @@ def split_costs(model: MultiExitNet, exits: Sequence[str]) -> SplitCosts:
         segments.append((seg.name, macs + count_macs(seg.head, (1, *model.shapes[pos]))))
         start = pos
     cloud_macs = count_macs(split.cloud, (1, *model.shapes[start]))
-    return SplitCosts(tuple(segments), cloud_macs, full_macs, tuple(split.edge.feature_shape))
+    return SplitCosts(tuple(segments), cloud_macs, full_macs, tuple(split.edge.feature_shape), "features",
+                      split_ops(split))
 
 
 def aux_principal_costs(aux: MultiExitNet, principal: MultiExitNet, aux_exits: Sequence[str]) -> SplitCosts:
@@ -62,7 +67,7 @@ def aux_principal_costs(aux: MultiExitNet, principal: MultiExitNet, aux_exits: S
         segments.append((seg.name, macs + count_macs(seg.head, (1, *aux.shapes[pos]))))
         start = pos
     full = count_macs(split.cloud, (1, *principal.shapes[0]))
-    return SplitCosts(tuple(segments), full, full, (32, 32, 3), "input")
+    return SplitCosts(tuple(segments), full, full, (32, 32, 3), "input", split_ops(split))
 
 
 def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
@@ -85,7 +90,7 @@ def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
         payload, per_offload = "features", {k: costs.feature_values * b for k, b in BYTES_PER_VALUE.items()}
     else:
         payload, per_offload = "raw_input", {"uint8": RAW_INPUT_BYTES}
-    return {
+    out = {
         "macs": {
             "full_model": costs.full_macs,
             "edge_segments": dict(costs.segment_macs),
@@ -106,3 +111,26 @@ def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
             "cloud_only_per_sample": RAW_INPUT_BYTES,
         },
     }
+    if costs.ops is not None:
+        out["energy"] = expected_energy_costs(costs, exit_index)
+    return out
+
+
+def expected_energy_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
+    """Edge, expected cloud and total energy per inference (µJ) at the exit rates of
+    ``exit_index``, compute only and with memory accesses, against cloud-only inference."""
+    table = costs.energy_table or _default_table()
+    n = max(1, len(exit_index))
+    rates = {name: float(np.sum(exit_index == k)) / n for k, (name, _) in enumerate(costs.ops.segments)}
+    rates["dropped"] = float(np.sum(exit_index < 0)) / n
+    return {"table": table.name or "energy table", "compute": expected_energy(costs.ops, rates, table).to_dict(),
+            "with_memory": expected_energy(costs.ops, rates, table, memory=True).to_dict()}
+
+
+_TABLE: list[EnergyTable] = []
+
+
+def _default_table() -> EnergyTable:
+    if not _TABLE:
+        _TABLE.append(EnergyTable.load())
+    return _TABLE[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 
 from ddnn.checkpoint import Checkpoint, load_checkpoint
 from ddnn.data import ImageArrays
+from ddnn.energy import EnergyTable
 from ddnn.evaluation.costs import split_costs
 from ddnn.evaluation.logits import exit_logits
 from ddnn.evaluation.report import EvalReport, build_report
@@ -30,19 +32,23 @@ def describe_policy(policy: EdgePolicy | None, exits: Sequence[str]) -> str:
 
 
 def evaluate_logits(logits: dict[str, np.ndarray], labels: np.ndarray, policy: EdgePolicy | None,
-                    model: MultiExitNet, exits: Sequence[str] | None = None, info: dict | None = None) -> EvalReport:
+                    model: MultiExitNet, exits: Sequence[str] | None = None, info: dict | None = None,
+                    energy_table: EnergyTable | None = None) -> EvalReport:
     """Evaluate ``policy`` on precomputed per-exit ``logits``; ``model`` supplies the split costs.
 
-    ``exits`` picks the active edge exits (default: every exit the policy covers).
+    ``exits`` picks the active edge exits (default: every exit the policy covers);
+    ``energy_table`` the per-operation energies (default: Long et al.'s Table I).
     """
     chosen = active_exits(policy, exits, model.exit_names)
     outcomes = route_samples(policy, logits, chosen)
     info = {**(info or {}), "policy": describe_policy(policy, chosen)}
-    return build_report(outcomes, labels, logits, split_costs(model, chosen), info)
+    costs = dataclasses.replace(split_costs(model, chosen), energy_table=energy_table)
+    return build_report(outcomes, labels, logits, costs, info)
 
 
 def evaluate(checkpoint: Checkpoint | str | Path, arrays: ImageArrays, policy: EdgePolicy | str | Path | None = None,
-             exits: Sequence[str] | None = None, use_cache: bool = True, progress: bool | None = None) -> EvalReport:
+             exits: Sequence[str] | None = None, use_cache: bool = True, progress: bool | None = None,
+             energy_table: EnergyTable | None = None) -> EvalReport:
     """Run ``checkpoint`` over ``arrays`` (logits cached) and evaluate ``policy`` on it.
 
     ``checkpoint`` and ``policy`` may be loaded objects or paths; ``policy`` None evaluates
@@ -67,4 +73,4 @@ def evaluate(checkpoint: Checkpoint | str | Path, arrays: ImageArrays, policy: E
             info["policy_checkpoint_mismatch"] = True
     active_exits(policy, exits, ck.exit_names)  # fail before the forward pass, naming the exit
     logits = exit_logits(ck, arrays, use_cache=use_cache, progress=progress)
-    return evaluate_logits(logits, arrays.labels, policy, ck.model, exits, info)
+    return evaluate_logits(logits, arrays.labels, policy, ck.model, exits, info, energy_table)

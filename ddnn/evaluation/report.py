@@ -152,6 +152,13 @@ class EvalReport:
         lines += [f"  link bytes/sample, expected              {per} ({lb['payload']} {shape} per offload)",
                   f"  link bytes/sample, raw input offload     uint8 {lb['raw_offload_expected_per_sample']:,.0f} "
                   f"(cloud only: {lb['cloud_only_per_sample']:,})"]
+        if "energy" in c:
+            e, em = c["energy"]["compute"], c["energy"]["with_memory"]
+            lines += [f"  energy/inference ({c['energy']['table']})",
+                      f"    compute: edge {e['edge_uj']:.2f} µJ + expected cloud {e['cloud_uj']:.2f} µJ = "
+                      f"{e['total_uj']:.2f} µJ ({e['reduction']:.2f}x less than cloud-only {e['reference_uj']:.2f} µJ)",
+                      f"    with memory accesses: {em['total_uj']:.2f} µJ ({em['reduction']:.2f}x less than "
+                      f"{em['reference_uj']:.2f} µJ)"]
         return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ SWEEP_METHODS = {"CDL": "cdl", "BranchyNet": "entropy", "AO": "ao"}
 REFERENCE = "AO"
 CSV_FIELDS = ("method", "knob", "reference", "paper_rule", "val_edge_exit_rate", "val_acc_overall", "edge_exit_rate",
               "acc_overall", "acc_aux_allocate", "acc_prin_allocate", "edge_macs_norm", "cloud_macs_norm",
-              "link_bytes")
+              "link_bytes", "energy_uj", "energy_reduction")
 
 
 @dataclass
@@ -58,7 +58,10 @@ def _row(method: str, knob: float, val: dict, test: dict, costs: dict, reference
             "edge_macs_norm": costs["macs"]["edge_expected_norm"],
             "cloud_macs_norm": costs["macs"]["cloud_expected_norm"],
             # fp32 features, or the uint8 image when the cloud takes the raw input
-            "link_bytes": next(iter(costs["link_bytes"]["expected_per_sample"].values()))}
+            "link_bytes": next(iter(costs["link_bytes"]["expected_per_sample"].values())),
+            # compute energy per inference (Long et al.'s Table I unless the costs carry another table)
+            "energy_uj": costs["energy"]["compute"]["total_uj"],
+            "energy_reduction": costs["energy"]["compute"]["reduction"]}
 
 
 def sweep(val_logits: dict[str, np.ndarray], val_labels: np.ndarray, test_logits: dict[str, np.ndarray],
@@ -119,12 +122,12 @@ def kept_at_accuracy(curve: list[dict], accuracy: float) -> dict | None:
     i, t = best
 
     def lerp(key):
-        a, b = curve[i][key], curve[i + 1][key]
+        a, b = curve[i].get(key), curve[i + 1].get(key)
         return None if a is None or b is None else float(a + t * (b - a))
 
     return {"edge_exit_rate": float(np.clip(xs[i] + t * (xs[i + 1] - xs[i]), 0.0, 1.0)),
             "acc_aux_allocate": lerp("acc_aux_allocate"), "acc_prin_allocate": lerp("acc_prin_allocate"),
-            "acc_overall": float(accuracy), "extrapolated": extrapolated}
+            "energy_uj": lerp("energy_uj"), "acc_overall": float(accuracy), "extrapolated": extrapolated}
 
 
 def table2(result: SweepResult) -> list[dict]:
@@ -140,7 +143,8 @@ def table2(result: SweepResult) -> list[dict]:
         group = {"reference_knob": ref["knob"], "acc_overall": ref["acc_overall"], "methods": []}
         for name in SWEEP_METHODS:
             if name == REFERENCE:
-                point = {k: ref[k] for k in ("edge_exit_rate", "acc_aux_allocate", "acc_prin_allocate", "acc_overall")}
+                point = {k: ref.get(k) for k in ("edge_exit_rate", "acc_aux_allocate", "acc_prin_allocate", "energy_uj",
+                                             "acc_overall")}
                 point["extrapolated"] = False
             else:
                 point = kept_at_accuracy(result.curve(name), ref["acc_overall"])
@@ -202,6 +206,10 @@ def plot(result: SweepResult, path: Path) -> Path:
     return path
 
 
+def _uj(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -222,14 +230,15 @@ def markdown(result: SweepResult, table: list[dict]) -> str:
              "share − 1.", ""]
     for group in table:
         lines += [f"## AO knob {group['reference_knob']:g}: overall accuracy {_pct(group['acc_overall'])}", "",
-                  "| method | % kept at the edge | gain of AO | acc_aux_allocate | acc_prin_allocate | overall |",
-                  "|---|---|---|---|---|---|"]
+                  "| method | % kept at the edge | gain of AO | acc_aux_allocate | acc_prin_allocate | overall "
+                  "| energy µJ/inference |",
+                  "|---|---|---|---|---|---|---|"]
         for m in group["methods"]:
             gain = "-" if m["gain"] is None else f"{100 * m['gain']:+.2f}%"
             note = " (extrapolated)" if m.get("extrapolated") else ""
             lines.append(f"| {m['method']} | {_pct(m.get('edge_exit_rate'))}{note} | {gain} | "
                          f"{_pct(m.get('acc_aux_allocate'))} | {_pct(m.get('acc_prin_allocate'))} | "
-                         f"{_pct(m.get('acc_overall'))} |")
+                         f"{_pct(m.get('acc_overall'))} | {_uj(m.get('energy_uj'))} |")
         lines.append("")
     gains = {name: [m["gain"] for g in table for m in g["methods"] if m["method"] == name and m["gain"] is not None]
              for name in SWEEP_METHODS if name != REFERENCE}
@@ -237,7 +246,9 @@ def markdown(result: SweepResult, table: list[dict]) -> str:
     if summary:
         lines += [f"Mean gain of AO over the reference points: {summary} (paper, Table II: +13% over CDL, +21% over "
                   "BranchyNet on average).", ""]
-    lines += ["Files: `sweep.csv` (every knob, test metrics), `sweep.png` (curves), `table2.csv`, `sweep.json`.", ""]
+    lines += [f"Energy: compute energy per inference ({result.info.get('energy_table', 'Long et al. Table I')}): "
+              "edge segment for every sample plus the cloud part for the offloaded ones.", "",
+              "Files: `sweep.csv` (every knob, test metrics), `sweep.png` (curves), `table2.csv`, `sweep.json`.", ""]
     return "\n".join(lines)
 
 
@@ -250,12 +261,12 @@ def write_outputs(result: SweepResult, out: str | Path) -> dict[str, Path]:
     with open(out / "table2.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["reference_knob", "method", "edge_exit_rate", "gain", "acc_aux_allocate", "acc_prin_allocate",
-                    "acc_overall", "extrapolated"])
+                    "acc_overall", "extrapolated", "energy_uj"])
         for g in table:
             for m in g["methods"]:
                 w.writerow([g["reference_knob"], m["method"], m.get("edge_exit_rate"), m["gain"],
                             m.get("acc_aux_allocate"), m.get("acc_prin_allocate"), m.get("acc_overall"),
-                            m.get("extrapolated")])
+                            m.get("extrapolated"), m.get("energy_uj")])
     paths["table2"] = out / "table2.csv"
     paths["markdown"] = out / "summary.md"
     paths["markdown"].write_text(markdown(result, table))

@@ -180,3 +180,49 @@ def test_calibrate_into_merges_one_exit_per_mode(trained, tmp_path, capsys):
     assert doc["exits"]["block1"]["kind"] == "max_softmax"
     assert "--into" in doc["meta"]["per_exit"]["block1"]["command"]
     assert "--into" not in doc["meta"]["per_exit"]["block2"]["command"]
+
+
+def test_eval_reports_energy_at_the_measured_exit_rates(trained, policy, tmp_path, capsys):
+    args = ["eval", "--checkpoint", trained["ck"], "--data", trained["data"], "--policy", str(policy), "--no-progress"]
+    rc, stdout, _ = run([*args, "--json"], capsys)
+    assert rc == 0
+    report = json.loads(stdout)
+    e = report["energy"]["compute"]
+    assert e["total_uj"] == pytest.approx(e["edge_uj"] + e["cloud_uj"])
+    # Every sample runs block1's segment; block2's only if it did not exit at block1; the cloud
+    # part only for the offloaded ones.
+    rates = report["exit_rate"]
+    seg = e["segments_uj"]
+    assert e["edge_uj"] == pytest.approx(seg["block1"] + (1 - rates["block1"]) * seg["block2"])
+    assert e["cloud_uj"] == pytest.approx(rates["cloud"] * e["cloud_part_uj"])
+    assert e["reduction"] == pytest.approx(e["reference_uj"] / e["total_uj"])
+    assert report["energy"]["with_memory"]["total_uj"] > e["total_uj"]
+    # A user table with every energy doubled doubles every figure.
+    table = json.loads((REPO_ROOT / "ddnn/resources/energy_table1.json").read_text())
+    table["mac_pj"] = {k: 2 * v for k, v in table["mac_pj"].items()}
+    table["add_32bit_pj"] *= 2
+    table["memory_pj_per_bit"] *= 2
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    rc, stdout, _ = run([*args, "--json", "--energy-table", str(tmp_path / "t.json")], capsys)
+    assert rc == 0 and json.loads(stdout)["energy"]["compute"]["total_uj"] == pytest.approx(2 * e["total_uj"])
+    rc, stdout, _ = run(args, capsys)
+    assert rc == 0 and "energy/inference" in stdout and "less than cloud-only" in stdout
+
+
+def test_eval_names_a_missing_energy_table(trained, tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    rc, _, stderr = run(["eval", "--checkpoint", trained["ck"], "--data", trained["data"], "--no-progress",
+                         "--energy-table", str(missing)], capsys)
+    assert rc != 0 and str(missing) in stderr
+
+
+def test_sweep_rows_carry_energy(trained, tmp_path, capsys):
+    out = tmp_path / "sw"
+    rc, _, _ = run(["sweep", "--checkpoint", trained["ck"], "--data", trained["data"], "--test-data", trained["data"],
+                    "--points", "3", "--no-progress", "-o", str(out)], capsys)
+    assert rc == 0
+    rows = read_csv(out / "sweep.csv")
+    energies = {float(r["edge_exit_rate"]): float(r["energy_uj"]) for r in rows}
+    assert all(v > 0 for v in energies.values())
+    assert "energy µJ/inference" in (out / "summary.md").read_text()
+    assert "energy_uj" in read_csv(out / "table2.csv")[0]
