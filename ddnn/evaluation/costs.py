@@ -3,6 +3,7 @@ bytes per offloaded sample."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -127,10 +128,6 @@ def expected_energy_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
             "with_memory": expected_energy(costs.ops, rates, table, memory=True).to_dict()}
 
 
-_TABLE: list[EnergyTable] = []
-
-
+@functools.cache
 def _default_table() -> EnergyTable:
-    if not _TABLE:
-        _TABLE.append(EnergyTable.load())
-    return _TABLE[0]
+    return EnergyTable.load()
