@@ -93,8 +93,7 @@ def codec_accuracy() -> dict:
                 "bytes_per_offloaded_sample": payload_bytes(shape if p != "raw" else (32, 32, 3), p)} for p in preds}
 
 
-def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None = None, edge_threads: int = 1,
-        payloads: bool = True) -> dict:
+def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None = None, edge_threads: int = 1) -> dict:
     work = work or Path(tempfile.mkdtemp(prefix="ddnn-bench-"))
     arrays = load_split(default_test_source(), "test")
     images = arrays.images[replay_order(len(arrays), n, True, 0)]
@@ -124,8 +123,6 @@ def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None 
                 "offloaded_batches": len(links),
                 "latency_s": rep["latency_s"], "time_decomposition_s": rep["time_decomposition_s"],
                 "exit_rates": rep["exit_rates"], "accuracy": rep["accuracy"]})
-        if not payloads:
-            return result
         payloads = {}
         for p in ("fp32", "fp16", "int8", "raw"):
             asyncio.run(_configure(edge.grpc, payload=p))
