@@ -35,6 +35,9 @@ lock: $(STAMP) ## resolve pyproject.toml into lock/ and deploy/docker/requiremen
 	$(PY) scripts/lock.py
 	$(MAKE) venv
 
+lock-check: $(STAMP) ## fail (saying "run make lock") if pyproject.toml, the lock and the venv disagree
+	$(PY) -m pytest tests/unit/test_lock.py -q -p no:cacheprovider
+
 $(PROTO_STAMP): $(STAMP) $(PROTO_SRC) scripts/gen_proto.py
 	rm -rf ddnn/pb
 	$(PY) scripts/gen_proto.py
@@ -71,4 +74,4 @@ testbed: $(PROTO_STAMP) ## three namespaces + netem link profiles: WS vs normal 
 clean: ## remove generated code and caches (keeps .venv)
 	rm -rf ddnn/pb .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv lock proto lint test test-unit demo bench clean
+.PHONY: help venv lock lock-check proto lint test test-unit demo bench clean
