@@ -111,7 +111,10 @@ class TritonBackend:
         return await self.client.infer(self.models[split], x)
 
     async def ready(self) -> bool:
-        return self.client is not None and await self.client.is_ready(list(self.models.values()))
+        """Triton answers and has every model loaded (the caller bounds the wait: a hung server)."""
+        if self.client is None or self._restarting or (self.server is not None and not self.server.running):
+            return False
+        return await self.client.is_ready(list(self.models.values()))
 
     async def close(self) -> None:
         if self._watchdog:
