@@ -19,8 +19,7 @@ class _Failed:
 
 
 async def answer_concurrently(requests: AsyncIterator[Req],
-                              handle: Callable[[Req, Callable[[Resp], None]], Awaitable[None]],
-                              max_pending: int = 0) -> AsyncIterator[Resp]:
+                              handle: Callable[[Req, Callable[[Resp], None]], Awaitable[None]]) -> AsyncIterator[Resp]:
     """Run ``handle(request, emit)`` for each request as it arrives; yield whatever is emitted.
 
     Answers leave in the order they are ready, not the order requests came in. The stream ends
@@ -29,27 +28,16 @@ async def answer_concurrently(requests: AsyncIterator[Req],
     accepted is still answered, and *then* the error is raised, so the call ends with a non-OK
     status and no accepted request is dropped silently. ``handle`` must not raise (answer errors
     in-band). If the client goes away (this generator is closed or cancelled), pending handlers
-    are cancelled: nobody is left to answer. ``max_pending`` > 0 stops reading while that many
-    handlers run (backpressure: unread requests stay in the transport's flow-control window).
+    are cancelled: nobody is left to answer.
     """
     out: asyncio.Queue = asyncio.Queue()
     tasks: set[asyncio.Task] = set()
-    room = asyncio.Semaphore(max_pending) if max_pending > 0 else None
-
-    async def run(req: Req) -> None:
-        try:
-            await handle(req, out.put_nowait)
-        finally:
-            if room is not None:
-                room.release()
 
     async def read():
         failure: BaseException | None = None
         try:
             async for req in requests:
-                if room is not None:
-                    await room.acquire()
-                task = asyncio.create_task(run(req))
+                task = asyncio.create_task(handle(req, out.put_nowait))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         except asyncio.CancelledError:

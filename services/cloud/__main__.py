@@ -24,7 +24,7 @@ def make_backend(s: CloudSettings, ck, splits):
         return TorchBackend(ck, splits, s.torch_threads)
     from services.cloud.triton_backend import TritonBackend
 
-    return TritonBackend(ck, splits, s)
+    return TritonBackend(ck, splits, s, message_limit(s, splits))
 
 
 SAMPLE_ID_BYTES = 16  # a sample id on the wire, with its share of the framing (varint + tag, rounded up)

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 class TritonBackend:
     name = "triton"
 
-    def __init__(self, ck: Checkpoint, splits: dict[str, SplitModel], s: CloudSettings):
+    def __init__(self, ck: Checkpoint, splits: dict[str, SplitModel], s: CloudSettings, max_message_bytes: int):
         self.s = s
+        self.max_message_bytes = max_message_bytes
         self.splits = splits
         repo = Path(s.triton_repository) if s.triton_repository else cache_dir() / "triton" / ck.sha256[:16]
         self.server: TritonServer | None = None
@@ -81,7 +82,7 @@ class TritonBackend:
     def _client(self) -> AsyncTritonClient:
         # Shared memory only with a Triton we started: a server given by address may be elsewhere.
         return AsyncTritonClient(self.url, timeout_s=self.s.request_timeout_s,
-                                 max_message_bytes=self.s.max_message_bytes,
+                                 max_message_bytes=self.max_message_bytes,
                                  shared_memory=self.s.triton_shared_memory and self.server is not None)
 
     async def _watch(self) -> None:

@@ -69,3 +69,13 @@ def check_policy_runs(policy: EdgePolicy, mode_exits: dict[str, list[str]], num_
                 except (ValueError, IndexError, TypeError) as exc:
                     raise PolicyError(f"policy for exit {exit!r} cannot decide this model's "
                                       f"{num_classes}-class outputs: {exc}") from None
+
+
+def with_knobs(policy: EdgePolicy, knobs: dict[str, float]) -> EdgePolicy:
+    """``policy`` with some knobs replaced; a bad one is a PolicyError naming ``knobs[exit]``."""
+    for exit, knob in knobs.items():
+        try:
+            policy.with_knobs({exit: knob})
+        except PolicyError as exc:
+            raise PolicyError(f"knobs[{exit!r}]: {exc}") from None
+    return policy.with_knobs(dict(knobs))

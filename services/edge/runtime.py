@@ -21,7 +21,7 @@ from ddnn.inference import EdgeEngine
 from ddnn.models import aux_principal, raw_input_split, split_at
 from ddnn.policies import EdgePolicy
 from services.edge import metrics
-from services.edge.policy_check import check_policy_runs, parse_policy_json, policy_from_doc
+from services.edge.policy_check import check_policy_runs, parse_policy_json, policy_from_doc, with_knobs
 from services.edge.settings import MODES, parse_modes
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class EdgeRuntime:
                     doc = parse_policy_json(policy_json)
                     self.base_policy = policy_from_doc(doc, self.policy_exits, self.ck.spec.num_classes)
                 if knobs:
-                    self.base_policy = self.base_policy.with_knobs(dict(knobs))
+                    self.base_policy = with_knobs(self.base_policy, knobs)
                     for e in knobs:  # an explicit knob wins over the controller's, until it acts again
                         self.override_knobs.pop(e, None)
                 self.base_mode = mode or self.base_mode
