@@ -94,9 +94,8 @@ def test_client_leaving_cancels_pending_handlers():
 def test_byte_budget_refuses_over_its_limit_and_releases():
     b = ByteBudget(100, "svc")
     with b.hold(60):
-        with pytest.raises(Overloaded, match="max_inflight_bytes=100"):
-            with b.hold(41):
-                pass
+        with pytest.raises(Overloaded, match="max_inflight_bytes=100"), b.hold(41):
+            pass
         with b.hold(40):
             assert b.used == 100
     assert b.used == 0
