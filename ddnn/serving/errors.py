@@ -67,13 +67,18 @@ def error_fields(exc: BaseException) -> tuple[int, str]:
     return code.value[0], msg
 
 
-def _decoder(deserializer, where: str):
-    """Deserialize one request message; an undecodable one is the client's fault (INVALID_ARGUMENT).
+def _decoder(deserializer, where: str, max_bytes: int | None = None):
+    """Deserialize one request message; an undecodable one is the client's fault (INVALID_ARGUMENT),
+    one over ``max_bytes`` is RESOURCE_EXHAUSTED.
 
     gRPC itself would answer UNKNOWN ("Exception deserializing request") before any handler ran,
-    so the interceptor takes deserialization over (see :class:`ErrorMappingInterceptor`).
+    and would fail a whole stream on one oversize message, so the interceptor takes both over
+    (see :class:`ErrorMappingInterceptor`).
     """
     def decode(raw):
+        if max_bytes is not None and len(raw) > max_bytes:
+            raise Overloaded(f"{where}: {len(raw)} bytes exceed the message size limit of {max_bytes} bytes "
+                             "(max_message_bytes)")
         if deserializer is None:
             return raw
         try:
@@ -95,8 +100,8 @@ async def _abort_with(context, exc: Exception) -> None:
     await context.abort(code, msg)
 
 
-def _wrap_unary(behavior, deserializer, streaming_request: bool):
-    decode = _decoder(deserializer, "request stream message" if streaming_request else "request")
+def _wrap_unary(behavior, deserializer, streaming_request: bool, max_bytes: int | None):
+    decode = _decoder(deserializer, "request stream message" if streaming_request else "request", max_bytes)
 
     async def wrapper(request, context):
         try:
@@ -110,8 +115,8 @@ def _wrap_unary(behavior, deserializer, streaming_request: bool):
     return wrapper
 
 
-def _wrap_stream(behavior, deserializer, streaming_request: bool):
-    decode = _decoder(deserializer, "request stream message" if streaming_request else "request")
+def _wrap_stream(behavior, deserializer, streaming_request: bool, max_bytes: int | None):
+    decode = _decoder(deserializer, "request stream message" if streaming_request else "request", max_bytes)
 
     async def wrapper(request, context):
         try:
@@ -132,17 +137,23 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     It also deserializes the requests itself (the handler gets raw bytes from gRPC), so that an
     undecodable message is INVALID_ARGUMENT naming the request, not gRPC's own UNKNOWN, and an
     undecodable message mid-stream reaches the handler as an error it can finish the stream on.
+    With ``max_request_bytes`` it enforces the message size limit the same way, for messages the
+    transport let through (the server sets the transport's own limit higher, see
+    :class:`~ddnn.serving.server.GrpcServer`).
     """
+
+    def __init__(self, max_request_bytes: int | None = None):
+        self.max_bytes = max_request_bytes
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        de, ser = handler.request_deserializer, handler.response_serializer
+        de, ser, mb = handler.request_deserializer, handler.response_serializer, self.max_bytes
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, de, False), None, ser)
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, de, False, mb), None, ser)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary, de, True), None, ser)
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary, de, True, mb), None, ser)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, de, False), None, ser)
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, de, True), None, ser)
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, de, False, mb), None, ser)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, de, True, mb), None, ser)

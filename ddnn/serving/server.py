@@ -26,6 +26,8 @@ from ddnn.serving.errors import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
 
+TRANSPORT_FACTOR = 2  # the transport's message limit, in multiples of the service's own
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -91,8 +93,11 @@ class GrpcServer:
         self._probe_task: asyncio.Task | None = None
         self.tls = tls or TlsFiles()
         self.grace_s = grace_s
-        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
-                                      options=[*grpc_options(max_message_bytes, keepalive_s),
+        # The service refuses a message over ``max_message_bytes`` itself (RESOURCE_EXHAUSTED), after
+        # answering what a stream had accepted; the transport's limit, twice that, is the hard stop
+        # beyond which gRPC fails the whole call at once.
+        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(max_message_bytes)],
+                                      options=[*grpc_options(TRANSPORT_FACTOR * max_message_bytes, keepalive_s),
                                                ("grpc.so_reuseport", 0)])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -205,7 +205,9 @@ def junk_rss_growth(svc, method: str, size: int, n: int = 16) -> tuple[float, li
             return await asyncio.gather(*(one() for _ in range(n)))
 
     codes = asyncio.run(flood())
-    return (proc.memory_info().rss - before) / 2**20, codes
+    growth = (proc.memory_info().rss - before) / 2**20
+    print(f"{svc.name}: {n} x {size} B junk on {method}: RSS +{growth:.1f} MiB, codes {set(codes)}")  # pytest -s
+    return growth, codes
 
 
 def test_junk_messages_just_under_the_limit_keep_memory_bounded(edge, cloud):
@@ -216,10 +218,29 @@ def test_junk_messages_just_under_the_limit_keep_memory_bounded(edge, cloud):
     growth, codes = junk_rss_growth(edge, "/ddnn.v1.Edge/ClassifyBatch", limit - 64)
     assert set(codes) == {INVALID}, codes
     assert growth < 32, f"edge RSS grew {growth:.1f} MiB"
-    # Just over the limit: refused by gRPC before anything is parsed.
-    _, codes = junk_rss_growth(edge, "/ddnn.v1.Edge/ClassifyBatch", limit + 1024, n=2)
+    # Over the limit but under the transport's (twice it): refused RESOURCE_EXHAUSTED unparsed,
+    # within the same bound.
+    growth, codes = junk_rss_growth(edge, "/ddnn.v1.Edge/ClassifyBatch", 2 * limit - 64)
     assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert growth < 32, f"edge RSS grew {growth:.1f} MiB"
     # The cloud's largest valid request is a batch of its largest split input (block4: 64x16x16 fp32).
     growth, codes = junk_rss_growth(cloud, "/ddnn.v1.Cloud/InferBatch", 2 * 2**20)
     assert set(codes) == {INVALID}, codes
     assert growth < 96, f"cloud RSS grew {growth:.1f} MiB"
+
+
+def test_edge_oversize_message_mid_stream_answers_accepted_ids_then_fails(edge, images):
+    valid = [batch(images[32 * k:32 * k + 32], 32 * k, k).SerializeToString() for k in range(4)]
+    over = batch(np.repeat(images[:64], 2, axis=0), 500, 9).SerializeToString()  # 393 KB > the 263 KB limit
+    got, code, details = asyncio.run(raw_stream(edge.grpc, "/ddnn.v1.Edge/Classify", [*valid, over],
+                                                edge_pb2.ResultBatch.FromString,
+                                                options=[("grpc.max_send_message_length", 1 << 30)]))
+    assert answered_ids(got) == {i: 1 for i in range(128)}
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_message_bytes" in details, (code, details)
+    # Past twice the limit the transport itself fails the whole call: still RESOURCE_EXHAUSTED,
+    # never OK (documented in docs/grpc-status.md).
+    huge = batch(np.repeat(images[:64], 4, axis=0), 500, 9).SerializeToString()
+    got, code, details = asyncio.run(raw_stream(edge.grpc, "/ddnn.v1.Edge/Classify", [huge],
+                                                edge_pb2.ResultBatch.FromString,
+                                                options=[("grpc.max_send_message_length", 1 << 30)]))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and not got
