@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import grpc
 import pytest
 
 from ddnn.launch import start
+from ddnn.paths import REPO_ROOT
 from ddnn.pb.ddnn.v1 import edge_pb2, edge_pb2_grpc
 from tests.integration.certs import make_pki
 
@@ -117,6 +121,15 @@ def test_control_token_is_required_when_set(work):
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED and status.mode == "normal"
         status, err = configure(svc.grpc, metadata=(("authorization", "Bearer s3cret"),), mode="local")
         assert err is None and status.mode == "local"
+        # The operator's CLI sends the token too (flag or $DDNN_CONTROL_TOKEN).
+        cli = [sys.executable, "-m", "ddnn", "control", "set", "--edge", svc.grpc, "--mode", "ws"]
+        refused = subprocess.run(cli, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stdout + refused.stderr
+        ok = subprocess.run(cli, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "DDNN_CONTROL_TOKEN": "s3cret"})
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        status, _ = configure(svc.grpc)
+        assert status.mode == "ws"
     finally:
         svc.stop()
 
