@@ -28,12 +28,16 @@ log = logging.getLogger("services.edge")
 SAMPLE_ID_BYTES = 16  # a sample id on the wire, with its share of the framing (varint + tag, rounded up)
 
 
+POLICY_BYTES = 1 << 20  # the largest Configure request (policy document) the edge takes; shipped: 73 KB
+
+
 def message_limit(s: EdgeSettings, runtime: EdgeRuntime | None = None) -> int:
-    """The setting, or the largest valid message plus slack: a full image batch from clients, or
-    (``runtime`` given: the link to the cloud) a full fp32 feature batch, whichever is larger."""
+    """The setting, or the largest valid message plus slack: a full image batch or a Configure with
+    a policy of up to 1 MiB from clients, or (``runtime`` given: the link to the cloud) a full fp32
+    feature batch, whichever is larger."""
     per_sample = max([32 * 32 * 3, *(4 * int(np.prod(r.feature_shape)) for r in runtime.config.routes.values())]
                      if runtime is not None else [32 * 32 * 3])
-    return s.message_limit(s.max_batch * (per_sample + SAMPLE_ID_BYTES))
+    return s.message_limit(max(s.max_batch * (per_sample + SAMPLE_ID_BYTES), POLICY_BYTES))
 
 
 def build(s: EdgeSettings) -> tuple[EdgeRuntime, CloudLink | None]:

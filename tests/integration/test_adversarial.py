@@ -212,31 +212,40 @@ def junk_rss_growth(svc, method: str, size: int, n: int = 16) -> tuple[float, li
 
 
 def test_junk_messages_just_under_the_limit_keep_memory_bounded(edge, cloud):
-    # The edge's limit is derived from its largest valid request: 64 images x (3072 + 16) bytes +
-    # 64 KiB slack = 263,168 bytes. 16 concurrent junk messages just under it are refused
-    # INVALID_ARGUMENT, and the edge's resident memory grows by less than 32 MiB (stated bound).
-    limit = MAX_BATCH * (32 * 32 * 3 + 16) + 64 * 1024
+    # The edge's limit is derived from its largest valid request: here a 1 MiB policy (64 images
+    # are 198 KB) + 64 KiB slack = 1,114,112 bytes. 16 concurrent junk messages just under it are
+    # refused INVALID_ARGUMENT, and the edge's resident memory grows by less than 64 MiB (stated
+    # bound: under 2 x 16 x the limit).
+    limit = logged_limit(edge)
     growth, codes = junk_rss_growth(edge, "/ddnn.v1.Edge/ClassifyBatch", limit - 64)
     assert set(codes) == {INVALID}, codes
-    assert growth < 32, f"edge RSS grew {growth:.1f} MiB"
+    assert growth < 64, f"edge RSS grew {growth:.1f} MiB"
     # Over the limit but under the transport's (twice it): refused RESOURCE_EXHAUSTED unparsed,
     # within the same bound.
     growth, codes = junk_rss_growth(edge, "/ddnn.v1.Edge/ClassifyBatch", 2 * limit - 64)
     assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
-    assert growth < 32, f"edge RSS grew {growth:.1f} MiB"
+    assert growth < 2 * 64, f"edge RSS grew {growth:.1f} MiB"
     # The cloud's largest valid request is a batch of its largest split input, fp32 (its log says
     # the derived limit). 16 junk messages just under it: the RSS grows by less than 3 x 16 x the
     # limit (the raw message, gRPC's buffer and the parse attempt), i.e. under 200 MiB here.
-    limit = int(re.search(r"message limit (\d+) bytes", cloud.log.read_text()).group(1))
+    limit = logged_limit(cloud)
     assert limit < MAX_BATCH * 70_000 + 64 * 1024
     growth, codes = junk_rss_growth(cloud, "/ddnn.v1.Cloud/InferBatch", limit - 64)
     assert set(codes) == {INVALID}, codes
     assert growth < 3 * 16 * limit / 2**20, f"cloud RSS grew {growth:.1f} MiB"
 
 
+def logged_limit(svc) -> int:
+    """The message size limit the service derived (it logs it at start)."""
+    return int(re.search(r"message limit (\d+) bytes", svc.log.read_text()).group(1))
+
+
 def test_edge_oversize_message_mid_stream_answers_accepted_ids_then_fails(edge, images):
+    limit = logged_limit(edge)
+    assert limit == 2**20 + 64 * 1024  # 64 images (198 KB) < a 1 MiB policy: the policy sets it
     valid = [batch(images[32 * k:32 * k + 32], 32 * k, k).SerializeToString() for k in range(4)]
-    over = batch(np.repeat(images[:64], 2, axis=0), 500, 9).SerializeToString()  # 393 KB > the 263 KB limit
+    over = batch(np.repeat(images[:64], 6, axis=0), 500, 9).SerializeToString()  # 1.18 MB: over, < 2x
+    assert limit < len(over) < 2 * limit
     got, code, details = asyncio.run(raw_stream(edge.grpc, "/ddnn.v1.Edge/Classify", [*valid, over],
                                                 edge_pb2.ResultBatch.FromString,
                                                 options=[("grpc.max_send_message_length", 1 << 30)]))
@@ -244,7 +253,8 @@ def test_edge_oversize_message_mid_stream_answers_accepted_ids_then_fails(edge, 
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_message_bytes" in details, (code, details)
     # Past twice the limit the transport itself fails the whole call: still RESOURCE_EXHAUSTED,
     # never OK (documented in docs/grpc-status.md).
-    huge = batch(np.repeat(images[:64], 4, axis=0), 500, 9).SerializeToString()
+    huge = batch(np.repeat(images[:64], 12, axis=0), 500, 9).SerializeToString()
+    assert len(huge) > 2 * limit
     got, code, details = asyncio.run(raw_stream(edge.grpc, "/ddnn.v1.Edge/Classify", [huge],
                                                 edge_pb2.ResultBatch.FromString,
                                                 options=[("grpc.max_send_message_length", 1 << 30)]))
