@@ -273,7 +273,9 @@ class ChannelMonitor:
         if self.link is None:
             return LinkState(False, 0.0, 0.0, 1.0)
         e = self.link.estimate
-        return LinkState(self.link.connected, e.rtt_s, e.throughput_bps, e.error_rate, self.link.inflight)
+        # A cloud that says NOT_SERVING is as good as gone for offloading.
+        return LinkState(self.link.connected and self.link.serving, e.rtt_s, e.throughput_bps, e.error_rate,
+                         self.link.inflight)
 
     def effective(self, cfg: EdgeConfig) -> str:
         """The configured mode; in auto mode the channel's choice, where the SLO controller's exit

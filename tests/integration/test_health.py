@@ -113,21 +113,34 @@ def test_serving_when_triton_is_ready(stack):
 
 def test_hung_triton_is_not_serving_then_serving_again(stack):
     cloud, edge = stack
-    images = load_split(default_test_source(), "test").images[:16]
+    images = load_split(default_test_source(), "test").images[:64]
     triton = triton_process(cloud)
     triton.send_signal(signal.SIGSTOP)
     try:
         assert wait_health(cloud.grpc, NOT_SERVING, DEADLINE_S) < DEADLINE_S
         assert scrape(cloud.metrics)["ddnn_cloud_backend_ready"] == 0
-        # The edge still answers every sample (degraded past its cloud deadline) and stays SERVING.
+        # The edge follows the cloud's health: it offloads nothing to it and answers every sample
+        # locally (degraded), stays SERVING, and reports the cloud NOT_SERVING.
+        deadline = time.monotonic() + 10
+        while scrape(edge.metrics)["ddnn_edge_cloud_serving"] != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scrape(edge.metrics)["ddnn_edge_cloud_serving"] == 0
         rb = classify(edge, images)
-        assert sorted(r.sample_id for r in rb.results) == list(range(16))
+        assert sorted(r.sample_id for r in rb.results) == list(range(64))
+        assert {r.outcome for r in rb.results} <= {edge_pb2.OUTCOME_EDGE, edge_pb2.OUTCOME_DEGRADED}
+        assert any(r.outcome == edge_pb2.OUTCOME_DEGRADED for r in rb.results)
         assert health(edge.grpc) == SERVING
-        assert edge_status(edge).cloud_connected  # the link to the cloud service itself is up
+        assert edge_status(edge).cloud_connected  # the connection to the cloud service itself is up
     finally:
         triton.send_signal(signal.SIGCONT)
     assert wait_health(cloud.grpc, SERVING, 30) >= 0
     assert scrape(cloud.metrics)["ddnn_cloud_backend_ready"] == 1
+    deadline = time.monotonic() + 10
+    while scrape(edge.metrics)["ddnn_edge_cloud_serving"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scrape(edge.metrics)["ddnn_edge_cloud_serving"] == 1
+    rb = classify(edge, images)
+    assert any(r.outcome == edge_pb2.OUTCOME_CLOUD for r in rb.results)  # offloading resumed by itself
 
 
 def test_model_control_is_locked_and_an_unloaded_model_is_not_serving(stack):

@@ -291,3 +291,24 @@ def test_any_tensor_decodes_or_is_invalid_input():
         assert out.dtype == np.uint8 or np.all(np.isfinite(out))
 
     check()
+
+
+def test_cloud_link_fails_fast_while_the_cloud_is_not_serving():
+    from ddnn.errors import NotReady
+    from ddnn.pb.ddnn.v1 import cloud_pb2
+    from services.edge.cloud_link import CloudLink
+
+    async def go():
+        link = CloudLink("127.0.0.1:1", 1 << 20, 10.0, 0.5)
+        link.connected, link._queue = True, asyncio.Queue()  # as if the stream were up
+        pending = asyncio.ensure_future(link.infer(cloud_pb2.FeatureBatch(batch_id=1), timeout_s=30))
+        await asyncio.sleep(0)
+        link._set_serving(False)  # the cloud's health Watch said NOT_SERVING
+        with pytest.raises(NotReady, match="NOT_SERVING"):
+            await pending  # failed at once, not after its 30 s deadline
+        with pytest.raises(NotReady, match="NOT_SERVING"):
+            await link.infer(cloud_pb2.FeatureBatch(batch_id=2), timeout_s=30)
+        link._set_serving(True)
+        assert link.serving and link.inflight == 0
+
+    asyncio.run(go())
