@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import grpc
@@ -154,6 +155,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, de, False, mb), None, ser)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary, de, True, mb), None, ser)
+        # Streaming handlers either yield (async generators) or write through context.write and
+        # return (coroutines, e.g. grpc.health.v1 Watch): each needs its own kind of wrapper.
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, de, False, mb), None, ser)
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, de, True, mb), None, ser)
+            fn = handler.unary_stream
+            wrap = _wrap_stream if inspect.isasyncgenfunction(fn) else _wrap_unary
+            return grpc.unary_stream_rpc_method_handler(wrap(fn, de, False, mb), None, ser)
+        fn = handler.stream_stream
+        wrap = _wrap_stream if inspect.isasyncgenfunction(fn) else _wrap_unary
+        return grpc.stream_stream_rpc_method_handler(wrap(fn, de, True, mb), None, ser)

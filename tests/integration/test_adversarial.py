@@ -259,3 +259,18 @@ def test_edge_oversize_message_mid_stream_answers_accepted_ids_then_fails(edge, 
                                                 edge_pb2.ResultBatch.FromString,
                                                 options=[("grpc.max_send_message_length", 1 << 30)]))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and not got
+
+
+def test_health_watch_streams_the_status(edge, cloud):
+    """grpc.health.v1 Watch (a handler that writes through context.write) passes the interceptor."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async def watch(addr, service):
+        async with grpc.aio.insecure_channel(addr) as ch:
+            call = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            first = await call.read()
+            call.cancel()
+            return first.status
+
+    for addr, service in ((edge.grpc, ""), (edge.grpc, "ddnn.v1.Edge"), (cloud.grpc, "ddnn.v1.Cloud")):
+        assert asyncio.run(watch(addr, service)) == 1  # SERVING
