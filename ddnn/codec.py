@@ -100,7 +100,12 @@ def decode(t: Encoded, expect_shape: tuple[int, ...] | None = None, max_batch: i
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             raise InvalidInput("affine int8 scales must be finite and positive")
         zp = np.asarray(t.zero_point, np.float32)
-        out = (arr.reshape(shape[0], -1).astype(np.float32) - zp[:, None]) * scale[:, None]
+        if not np.all(np.isfinite(zp)):
+            raise InvalidInput("affine int8 zero points must be finite")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as the client's error
+            out = (arr.reshape(shape[0], -1).astype(np.float32) - zp[:, None]) * scale[:, None]
+        if not np.all(np.isfinite(out)):
+            raise InvalidInput("affine int8 scale/zero point dequantize to values beyond float32 (NaN/Inf)")
         return out.reshape(shape)
     if t.encoding not in (ENC_RAW, 0):
         raise InvalidInput(f"unknown tensor encoding {t.encoding}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def register(sub) -> None:
     p.add_argument("--tls-ca", help="CA of the edges' certificates (enables TLS)")
     p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
     p.add_argument("--tls-key", help="client key (mutual TLS)")
+    p.add_argument("--token", default=os.environ.get("DDNN_CONTROL_TOKEN", ""),
+                   help="control token of edges started with --control-token, sent as 'authorization: Bearer "
+                        "TOKEN' (default: $DDNN_CONTROL_TOKEN)")
     p.set_defaults(func=run)
 
 
@@ -118,7 +122,8 @@ async def _fan_out(edges: list[str], request, args) -> dict[str, dict]:
             if request is None:
                 st = await stub.GetStatus(edge_pb2.StatusRequest(), timeout=args.timeout)
             else:
-                st = await stub.Configure(request, timeout=args.timeout)
+                auth = (("authorization", f"Bearer {args.token}"),) if args.token else None
+                st = await stub.Configure(request, timeout=args.timeout, metadata=auth)
             d = MessageToDict(st, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
             d.pop("policy_json", None)
             return d

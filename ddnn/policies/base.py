@@ -31,9 +31,14 @@ class Decision(IntEnum):
     DROP = 2  # hopeless even for the cloud (Lee et al.'s drop threshold): answered "dropped"
 
 
+_BIG = 1e300  # beyond any finite float32 logit, far enough from float64's limit that z - max stays finite
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (stable)."""
-    z = np.asarray(logits, dtype=np.float64)
+    """Row-wise softmax in float64 (stable), finite for any input: an infinite logit (extreme but
+    finite features can overflow float32 in the network) counts as +/-1e300, a NaN as the least
+    likely class."""
+    z = np.nan_to_num(np.asarray(logits, dtype=np.float64), nan=-_BIG, posinf=_BIG, neginf=-_BIG)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

@@ -86,3 +86,78 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", **kw) -> Any:
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata={"help": help}, **kw)
     return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+# -- the settings every ddnn process shares -----------------------------------------------------
+# Services subclass these (redefining a field keeps its place and changes its default), so a
+# fix to, say, message sizes or the ready file lands in the edge, the cloud and the load generator.
+
+MESSAGE_SLACK_BYTES = 64 * 1024
+
+
+@dataclasses.dataclass
+class ProcessSettings:
+    """Settings of every ddnn process: metrics, ready file, gRPC channel limits, logging, shutdown."""
+
+    metrics_addr: str = setting("127.0.0.1", "address of the Prometheus /metrics endpoint")
+    metrics_port: int = setting(0, "port of the /metrics endpoint (0 = any free port)")
+    max_message_bytes: int = setting(0, "gRPC message size limit, both directions (0 = derived from the largest "
+                                        "valid request: max batch x bytes per sample + --message-slack-bytes)")
+    message_slack_bytes: int = setting(MESSAGE_SLACK_BYTES, "room for ids and framing on top of the largest "
+                                                            "valid payload, when the message limit is derived")
+    keepalive_s: float = setting(30.0, "HTTP/2 keepalive ping interval on long-lived streams and idle clients")
+    connect_timeout_s: float = setting(2.0, "time allowed to (re)connect to the next service")
+    grace_s: float = setting(10.0, "on SIGTERM, time given to in-flight calls")
+    ready_file: str = setting("", "write {pid, ports} here as JSON once serving")
+    log_json: bool = setting(False, "log JSON lines")
+
+    def check_common(self) -> None:
+        """Fail fast on a bad shared setting, naming the flag."""
+        for name in ("max_message_bytes", "message_slack_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        for name in ("keepalive_s", "connect_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0")
+        if self.grace_s < 0:
+            raise ValueError("--grace-s must be >= 0")
+
+    def message_limit(self, payload_bytes: int) -> int:
+        """The message size limit: the explicit setting, else ``payload_bytes`` + slack."""
+        return self.max_message_bytes or payload_bytes + self.message_slack_bytes
+
+
+@dataclasses.dataclass
+class ServerSettings(ProcessSettings):
+    """A gRPC server's settings on top of :class:`ProcessSettings`: address, TLS, admission, health."""
+
+    listen: str = setting("127.0.0.1:0", "gRPC listen address (host:port, port 0 = any free port)")
+    tls_cert: str = setting("", "server certificate (PEM); enables TLS")
+    tls_key: str = setting("", "server private key (PEM)")
+    tls_ca: str = setting("", "CA bundle for client certificates; enables mutual TLS")
+    max_inflight_bytes: int = setting(256 * 1024 * 1024, "request payload bytes admitted at once; more are "
+                                                         "refused RESOURCE_EXHAUSTED")
+    health_interval_s: float = setting(0.5, "how often health is re-checked against the backend")
+    health_timeout_s: float = setting(1.0, "a backend that does not answer its readiness check within this is "
+                                           "not ready (health NOT_SERVING)")
+    control: str = setting("on", "the Configure RPC: on | off (refused with PERMISSION_DENIED)")
+    control_token: str = setting("", "when set, Configure needs metadata 'authorization: Bearer <token>'")
+    control_clients: str = setting("", "when set (with mutual TLS), only these client certificate names "
+                                       "(CN or DNS SAN, comma-separated) may call Configure")
+
+    def check_common(self) -> None:
+        super().check_common()
+        if self.max_inflight_bytes < 1:
+            raise ValueError("--max-inflight-bytes must be >= 1")
+        if self.health_interval_s <= 0 or self.health_timeout_s <= 0:
+            raise ValueError("--health-interval-s and --health-timeout-s must be > 0")
+        if self.control not in ("on", "off"):
+            raise ValueError(f"--control must be 'on' or 'off', got {self.control!r}")
+        if self.control_clients and not self.tls_ca:
+            raise ValueError("--control-clients names client certificates: it needs mutual TLS (--tls-ca)")
+
+    @property
+    def tls(self):
+        from ddnn.serving.server import TlsFiles
+
+        return TlsFiles(self.tls_cert or None, self.tls_key or None, self.tls_ca or None)

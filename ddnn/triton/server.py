@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -42,6 +43,9 @@ ENV_BINARY = "DDNN_TRITONSERVER"
 ENV_BACKEND_DIR = "DDNN_TRITON_BACKEND_DIR"
 ENV_SITE_DIRS = "DDNN_TRITON_SITE_DIRS"  # read by backend_model.py inside the stub
 STUB_NAME = "triton_python_backend_stub"
+CONTROL_KEY = "ddnn-model-control"  # --grpc-restricted-protocol=model-repository:<key>=<secret>
+# ... and the metadata key a gRPC client then sends (Triton prefixes the key it was given).
+CONTROL_HEADER = f"triton-grpc-protocol-{CONTROL_KEY}"
 BACKEND_LIB = "libtriton_python.so"
 
 
@@ -319,6 +323,10 @@ class TritonServer:
         shm_bytes: initial shared memory per model instance between Triton and the stub (the
             backend grows it in steps of the same size; a 1 MiB default would grow per request).
         extra_args: more tritonserver flags.
+        lock_model_control: refuse Triton's model-repository API (load/unload/index) to any
+            client without the header :attr:`control_header`, a secret made per server, so
+            whoever reaches Triton's ports cannot unload the models the cloud depends on
+            (HTTP, when on, asks for the header ``ddnn-model-control`` with the same secret).
 
     On Linux Triton is told to stop (SIGTERM) when the thread that called :meth:`start` dies, so
     a killed launcher leaves no server behind: start it from a thread that outlives the server.
@@ -329,7 +337,7 @@ class TritonServer:
                  metrics_port: int | None = 0, startup_timeout: float = 120.0, stop_grace: float = 10.0,
                  log_path: str | Path | None = None, model_control_mode: str = "explicit", poll_secs: int = 5,
                  shm_bytes: int = 16 << 20, extra_args: list[str] | None = None,
-                 install: TritonInstall | None = None):
+                 install: TritonInstall | None = None, lock_model_control: bool = True):
         repos = [repositories] if isinstance(repositories, (str, Path)) else list(repositories)
         self.repositories = [Path(r).resolve() for r in repos]
         for r in self.repositories:
@@ -348,6 +356,7 @@ class TritonServer:
         self.poll_secs = poll_secs
         self.shm_bytes = shm_bytes
         self.extra_args = list(extra_args or [])
+        self._control_secret = secrets.token_hex(16) if lock_model_control else ""
         self._install = install
         self.process: subprocess.Popen | None = None
         self.ports: dict[str, int | None] = {}
@@ -376,6 +385,11 @@ class TritonServer:
         return f"http://{self._connect_host}:{self.ports['metrics']}/metrics" if self.ports.get("metrics") else None
 
     @property
+    def control_header(self) -> dict[str, str] | None:
+        """gRPC metadata that unlocks Triton's model-repository API (None: not locked)."""
+        return {CONTROL_HEADER: self._control_secret} if self._control_secret else None
+
+    @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -401,6 +415,10 @@ class TritonServer:
                 f"--backend-config=python,shm-growth-byte-size={self.shm_bytes}",
                 f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
                 "--log-verbose=0", "--log-info=true"]
+        if self._control_secret:
+            cmd += [f"--grpc-restricted-protocol=model-repository:{CONTROL_KEY}={self._control_secret}"]
+            if self._ports["http"] is not None:
+                cmd += [f"--http-restricted-api=model-repository:{CONTROL_KEY}={self._control_secret}"]
         if self.model_control_mode == "explicit":
             cmd += [f"--load-model={m}" for m in self.models] if self.models else ["--load-model=*"]
         else:

@@ -15,3 +15,7 @@ QUEUE_SECONDS = Histogram("ddnn_cloud_queue_seconds", "Time from arrival to the 
 COMPUTE_SECONDS = Histogram("ddnn_cloud_compute_seconds", "Deep-segment compute (Triton round trip)", ["split"],
                             buckets=TIME_BUCKETS)
 INFLIGHT = Gauge("ddnn_cloud_inflight_batches", "Batches being processed")
+INFLIGHT_BYTES = Gauge("ddnn_cloud_inflight_bytes", "Request payload bytes admitted and not yet answered")
+BACKEND_READY = Gauge("ddnn_cloud_backend_ready",
+                      "1 while the compute backend (Triton: server and every model) answers its readiness check "
+                      "in time; the health status follows it")

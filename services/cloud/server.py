@@ -9,6 +9,7 @@ from ddnn.codec import decode
 from ddnn.errors import InvalidInput, NotFound, Overloaded
 from ddnn.inference import cloud_answers
 from ddnn.pb.ddnn.v1 import cloud_pb2, cloud_pb2_grpc, tensor_pb2
+from ddnn.serving.admission import ByteBudget
 from ddnn.serving.convert import from_proto
 from ddnn.serving.errors import error_fields, status_name
 from ddnn.serving.streams import answer_concurrently
@@ -22,8 +23,9 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
     """Answers feature batches; every batch gets exactly one CloudResult."""
 
     def __init__(self, backend, splits: dict[str, SplitModel], model_sha256: str, max_batch: int,
-                 max_inflight: int):
+                 max_inflight: int, max_inflight_bytes: int = 2**30):
         self.backend = backend
+        self.budget = ByteBudget(max_inflight_bytes, "cloud", metrics.INFLIGHT_BYTES)
         self.splits = splits
         self.model_sha256 = model_sha256
         self.max_batch = max_batch
@@ -55,15 +57,16 @@ class CloudServicer(cloud_pb2_grpc.CloudServicer):
         split, x = self._validate(fb)
         if self.inflight >= self.max_inflight:
             raise Overloaded(f"cloud is at its limit of {self.max_inflight} batches in flight; retry later")
-        self.inflight += 1
-        metrics.INFLIGHT.inc()
-        try:
-            t1 = time.perf_counter()
-            logits = await self.backend.logits(split.split, x)
-            t2 = time.perf_counter()
-        finally:
-            self.inflight -= 1
-            metrics.INFLIGHT.dec()
+        with self.budget.hold(len(fb.features.data)):
+            self.inflight += 1
+            metrics.INFLIGHT.inc()
+            try:
+                t1 = time.perf_counter()
+                logits = await self.backend.logits(split.split, x)
+                t2 = time.perf_counter()
+            finally:
+                self.inflight -= 1
+                metrics.INFLIGHT.dec()
         pred, conf = cloud_answers(logits)
         metrics.BATCHES.labels(split.split, "OK").inc()
         metrics.SAMPLES.labels(split.split).inc(len(x))

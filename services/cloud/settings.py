@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ddnn.paths import SHIPPED_CHECKPOINT
-from ddnn.serving.settings import setting
+from ddnn.serving.settings import ServerSettings, setting
 
 
 @dataclass
-class CloudSettings:
+class CloudSettings(ServerSettings):
     checkpoint: str = setting(str(SHIPPED_CHECKPOINT), "checkpoint whose cloud parts are served")
     listen: str = setting("127.0.0.1:50052", "gRPC listen address (host:port, port 0 = any free port)")
-    metrics_addr: str = setting("127.0.0.1", "address of the Prometheus /metrics endpoint")
     metrics_port: int = setting(9102, "port of the /metrics endpoint (0 = any free port)")
     backend: str = setting("triton", "'triton' (deep segment on a Triton server) or 'torch' (in-process)")
     triton_url: str = setting("", "use the Triton server at host:port instead of starting one")
@@ -30,20 +29,13 @@ class CloudSettings:
     splits: str = setting("", "split points to serve, comma-separated (default: every edge exit and 'input')")
     max_batch: int = setting(256, "largest batch accepted (samples)")
     max_inflight_batches: int = setting(64, "batches processed at once; more are refused RESOURCE_EXHAUSTED")
-    max_message_bytes: int = setting(64 * 1024 * 1024, "gRPC message size limit, both directions")
     request_timeout_s: float = setting(10.0, "deadline of each Triton request")
-    keepalive_s: float = setting(30.0, "HTTP/2 keepalive ping interval on idle connections")
     torch_threads: int = setting(0, "intra-op threads of the torch backend (0 = torch's default)")
-    tls_cert: str = setting("", "server certificate (PEM); enables TLS")
-    tls_key: str = setting("", "server private key (PEM)")
-    tls_ca: str = setting("", "CA bundle for client certificates; enables mutual TLS")
-    grace_s: float = setting(10.0, "on SIGTERM, time given to in-flight calls")
-    ready_file: str = setting("", "write {pid, grpc_port, metrics_port} here once serving")
-    log_json: bool = setting(False, "log JSON lines")
 
     def __post_init__(self):
         if self.backend not in ("triton", "torch"):
             raise ValueError(f"--backend must be 'triton' or 'torch', got {self.backend!r}")
-        for name in ("max_batch", "max_inflight_batches", "max_message_bytes"):
+        self.check_common()
+        for name in ("max_batch", "max_inflight_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 class TritonBackend:
     name = "triton"
 
-    def __init__(self, ck: Checkpoint, splits: dict[str, SplitModel], s: CloudSettings):
+    def __init__(self, ck: Checkpoint, splits: dict[str, SplitModel], s: CloudSettings, max_message_bytes: int):
         self.s = s
+        self.max_message_bytes = max_message_bytes
         self.splits = splits
         repo = Path(s.triton_repository) if s.triton_repository else cache_dir() / "triton" / ck.sha256[:16]
         self.server: TritonServer | None = None
@@ -81,7 +82,7 @@ class TritonBackend:
     def _client(self) -> AsyncTritonClient:
         # Shared memory only with a Triton we started: a server given by address may be elsewhere.
         return AsyncTritonClient(self.url, timeout_s=self.s.request_timeout_s,
-                                 max_message_bytes=self.s.max_message_bytes,
+                                 max_message_bytes=self.max_message_bytes,
                                  shared_memory=self.s.triton_shared_memory and self.server is not None)
 
     async def _watch(self) -> None:
@@ -111,7 +112,10 @@ class TritonBackend:
         return await self.client.infer(self.models[split], x)
 
     async def ready(self) -> bool:
-        return self.client is not None and await self.client.is_ready(list(self.models.values()))
+        """Triton answers and has every model loaded (the caller bounds the wait: a hung server)."""
+        if self.client is None or self._restarting or (self.server is not None and not self.server.running):
+            return False
+        return await self.client.is_ready(list(self.models.values()))
 
     async def close(self) -> None:
         if self._watchdog:

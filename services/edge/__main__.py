@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
+import numpy as np
 import torch
 
 from ddnn.checkpoint import load_checkpoint
@@ -13,14 +13,31 @@ from ddnn.control.modes import ModeSelector, ModeThresholds
 from ddnn.control.slo import SloTarget
 from ddnn.pb.ddnn.v1 import edge_pb2_grpc
 from ddnn.policies import EdgePolicy
+from ddnn.serving.control import ControlGuard
 from ddnn.serving.entry import run_service
-from ddnn.serving.server import GrpcServer, TlsFiles, install_shutdown, start_metrics_server, write_ready_file
+from ddnn.serving.server import GrpcServer, TlsFiles, serve_until_signalled
+from services.edge import metrics
 from services.edge.cloud_link import CloudLink
 from services.edge.runtime import EdgeRuntime
 from services.edge.server import ChannelMonitor, EdgeServicer
 from services.edge.settings import EdgeSettings
 
 log = logging.getLogger("services.edge")
+
+
+SAMPLE_ID_BYTES = 16  # a sample id on the wire, with its share of the framing (varint + tag, rounded up)
+
+
+POLICY_BYTES = 1 << 20  # the largest Configure request (policy document) the edge takes; shipped: 73 KB
+
+
+def message_limit(s: EdgeSettings, runtime: EdgeRuntime | None = None) -> int:
+    """The setting, or the largest valid message plus slack: a full image batch or a Configure with
+    a policy of up to 1 MiB from clients, or (``runtime`` given: the link to the cloud) a full fp32
+    feature batch, whichever is larger."""
+    per_sample = max([32 * 32 * 3, *(4 * int(np.prod(r.feature_shape)) for r in runtime.config.routes.values())]
+                     if runtime is not None else [32 * 32 * 3])
+    return s.message_limit(max(s.max_batch * (per_sample + SAMPLE_ID_BYTES), POLICY_BYTES))
 
 
 def build(s: EdgeSettings) -> tuple[EdgeRuntime, CloudLink | None]:
@@ -32,7 +49,7 @@ def build(s: EdgeSettings) -> tuple[EdgeRuntime, CloudLink | None]:
     link = None
     if s.cloud:
         tls = TlsFiles(s.cloud_tls_cert or None, s.cloud_tls_key or None, s.cloud_tls_ca or None)
-        link = CloudLink(s.cloud, s.max_message_bytes, s.keepalive_s, s.connect_timeout_s, tls,
+        link = CloudLink(s.cloud, message_limit(s, runtime), s.keepalive_s, s.connect_timeout_s, tls,
                          s.cloud_tls_server_name)
     return runtime, link
 
@@ -47,27 +64,27 @@ async def serve(s: EdgeSettings) -> None:
         local_enter_error_rate=s.auto_local_error_rate, local_leave_error_rate=s.auto_local_error_rate / 5,
         dwell_s=s.auto_dwell_s)
     monitor = ChannelMonitor(runtime, link, ModeSelector(thresholds))
-    servicer = EdgeServicer(runtime, link, s.max_batch, s.max_inflight_samples, s.cloud_timeout_s, monitor)
+    servicer = EdgeServicer(runtime, link, s.max_batch, s.max_inflight_samples, s.cloud_timeout_s, monitor,
+                            s.max_inflight_bytes, ControlGuard.from_settings(s))
     monitor.start()
     if s.slo:
         servicer.set_slo(SloTarget.parse(s.slo), s.slo_interval_s, s.slo_window_s)
-    server = GrpcServer(s.listen, s.max_message_bytes, TlsFiles(s.tls_cert or None, s.tls_key or None,
-                                                                s.tls_ca or None), s.keepalive_s, s.grace_s)
+    # The edge answers (degraded if need be) whatever its cloud link does, so its health is SERVING
+    # while it runs; the link's state is in GetStatus (cloud_connected) and ddnn_edge_cloud_connected.
+    server = GrpcServer(s.listen, message_limit(s), s.tls, s.keepalive_s, s.grace_s,
+                        on_health=lambda ok: metrics.SERVING.set(1 if ok else 0))
     server.add(edge_pb2_grpc.add_EdgeServicer_to_server, servicer, "ddnn.v1.Edge")
-    port = await server.start()
-    metrics_port = start_metrics_server(s.metrics_addr, s.metrics_port)
-    log.info("edge serving %s (mode %s, payload %s) on port %d, metrics on %d, cloud %s",
-             runtime.ck.path, s.mode, s.payload, port, metrics_port, s.cloud or "none")
-    write_ready_file(s.ready_file, grpc_port=port, metrics_port=metrics_port)
-    stop = asyncio.Event()
-    install_shutdown(stop)
-    await stop.wait()
-    await server.stop()
-    monitor.stop()
-    if link:
-        await link.close()
-    servicer.pool.shutdown(wait=False)
-    log.info("edge stopped")
+    log.info("edge serving %s (mode %s, payload %s), cloud %s, message limit %d bytes", runtime.ck.path, s.mode,
+             s.payload, s.cloud or "none", message_limit(s))
+
+    async def close() -> None:
+        monitor.stop()
+        if link:
+            await link.close()
+        servicer.pool.shutdown(wait=False)
+        log.info("edge stopped")
+
+    await serve_until_signalled(server, s.metrics_addr, s.metrics_port, s.ready_file, [close])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,9 @@
 Feature batches are matched to answers by batch id. If the stream breaks, every pending batch
 fails at once with NotReady (the edge then answers those samples locally) and the link keeps
 reconnecting with exponential backoff. A batch not answered within its deadline also fails.
+The link also watches the cloud's health (grpc.health.v1 Watch): while the cloud says
+NOT_SERVING (its Triton is down, hung or missing a model), batches fail at once instead of
+waiting for their deadline, so the edge answers them locally without delay.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ddnn.errors import NotReady
 from ddnn.pb.ddnn.v1 import cloud_pb2, cloud_pb2_grpc
@@ -81,6 +85,7 @@ class CloudLink:
         self.connect_timeout_s = connect_timeout_s
         self.max_backoff_s = max_backoff_s
         self.connected = False
+        self.serving = True  # the cloud's own health; assumed until its Watch says otherwise
         self.estimate = LinkEstimate()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
@@ -148,6 +153,25 @@ class CloudLink:
         metrics.CLOUD_UP.set(1 if up else 0)
         (self._up.set if up else self._up.clear)()
 
+    def _set_serving(self, serving: bool) -> None:
+        if serving != self.serving:
+            log.warning("cloud %s reports %s", self.target, "SERVING" if serving else "NOT_SERVING")
+        self.serving = serving
+        metrics.CLOUD_SERVING.set(1 if serving else 0)
+        if not serving:
+            self._fail_pending("cloud reports NOT_SERVING (its backend is not ready)")
+
+    async def _watch_health(self, channel: grpc.aio.Channel) -> None:
+        """Follow the cloud's health for as long as this channel lives."""
+        try:
+            async for r in health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(service="ddnn.v1.Cloud")):
+                self._set_serving(r.status == health_pb2.HealthCheckResponse.SERVING)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the stream broke with the channel; the link's own loop handles that
+            log.debug("cloud health watch ended: %r", exc)
+
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
         for fut in pending.values():
@@ -156,6 +180,7 @@ class CloudLink:
 
     async def _run(self) -> None:
         backoff = 0.1
+        watch: asyncio.Task | None = None
         while not self._closed:
             channel = self._channel()
             try:
@@ -163,6 +188,7 @@ class CloudLink:
                 self._queue = asyncio.Queue()
                 self._stub = cloud_pb2_grpc.CloudStub(channel)
                 call = self._stub.Infer(self._requests(self._queue))
+                watch = asyncio.create_task(self._watch_health(channel), name="cloud-health-watch")
                 self._set_connected(True)
                 backoff = 0.1
                 async for result in call:
@@ -180,6 +206,9 @@ class CloudLink:
                 log.exception("cloud link error")
                 reason = f"cloud link error: {exc}"
             finally:
+                if watch is not None:
+                    watch.cancel()
+                    watch = None
                 self._set_connected(False)
                 self._stub = None
                 if self._queue is not None:
@@ -196,6 +225,8 @@ class CloudLink:
         """Send one batch and wait for its answer; NotReady if down, broken or past the deadline."""
         if not self.connected or self._queue is None:
             raise NotReady(f"cloud at {self.target} is not connected")
+        if not self.serving:
+            raise NotReady(f"cloud at {self.target} reports NOT_SERVING")
         fut = asyncio.get_running_loop().create_future()
         self._pending[batch.batch_id] = fut
         self._queue.put_nowait(batch)

@@ -28,3 +28,6 @@ SLO_TARGET = Gauge("ddnn_edge_slo_target", "SLO controller target (seconds, samp
 SLO_MEASURED = Gauge("ddnn_edge_slo_measured", "SLO controller's measured value over its window", ["kind"])
 SLO_OFFLOAD_TARGET = Gauge("ddnn_edge_slo_offload_fraction", "Offload fraction the SLO controller aims for")
 LINK_ERROR_RATE = Gauge("ddnn_edge_link_error_rate", "Smoothed fraction of offloads that failed (EWMA)")
+INFLIGHT_BYTES = Gauge("ddnn_edge_inflight_bytes", "Request payload bytes admitted and not yet answered")
+SERVING = Gauge("ddnn_edge_serving", "1 while the edge's health is SERVING")
+CLOUD_SERVING = Gauge("ddnn_edge_cloud_serving", "1 while the cloud's health (grpc.health.v1 Watch) is SERVING")

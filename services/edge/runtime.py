@@ -10,7 +10,6 @@ exit depth on top of that base without forgetting it.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from ddnn.inference import EdgeEngine
 from ddnn.models import aux_principal, raw_input_split, split_at
 from ddnn.policies import EdgePolicy
 from services.edge import metrics
+from services.edge.policy_check import check_policy_runs, parse_policy_json, policy_from_doc, with_knobs
 from services.edge.settings import MODES, parse_modes
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class EdgeRuntime:
             if unknown:
                 raise ValueError(f"--modes: {m} uses exits {unknown} that {ck.path} does not have at the edge "
                                  f"(edge exits: {edge_exits})")
+        self.policy_exits = edge_exits
         self._lock = threading.Lock()
         self.base_policy, self.base_mode, self.base_payload = policy, mode, payload
         self.override_knobs: dict[str, float] = {}
@@ -128,25 +129,29 @@ class EdgeRuntime:
                   payload: str = "") -> EdgeConfig:
         """The user's change to the base configuration; nothing changes if anything is wrong."""
         with self._lock:
-            old = (self.base_policy, self.base_mode, self.base_payload)
+            old = (self.base_policy, self.base_mode, self.base_payload, dict(self.override_knobs),
+                   self.override_payload)
+            built = False
             try:
                 if policy_json:
-                    try:
-                        doc = json.loads(policy_json)
-                    except json.JSONDecodeError as exc:
-                        raise PolicyError(f"policy_json is not valid JSON ({exc})") from None
-                    self.base_policy = EdgePolicy.from_dict(doc, source="policy_json")
+                    doc = parse_policy_json(policy_json)
+                    self.base_policy = policy_from_doc(doc, self.policy_exits, self.ck.spec.num_classes)
                 if knobs:
-                    self.base_policy = self.base_policy.with_knobs(dict(knobs))
+                    self.base_policy = with_knobs(self.base_policy, knobs)
                     for e in knobs:  # an explicit knob wins over the controller's, until it acts again
                         self.override_knobs.pop(e, None)
                 self.base_mode = mode or self.base_mode
                 if payload:
                     self.base_payload = payload
                     self.override_payload = None
-                self.config = self._build()
+                config, built = self._build(), True
+                check_policy_runs(config.policy, self.mode_exits, self.ck.spec.num_classes)
+                self.config = config
             except Exception:
-                self.base_policy, self.base_mode, self.base_payload = old
+                (self.base_policy, self.base_mode, self.base_payload, self.override_knobs,
+                 self.override_payload) = old
+                if built:  # _build exported the rejected configuration's metrics: export the restored one's
+                    self.config = self._build()
                 raise
             return self.config
 

@@ -16,11 +16,13 @@ from ddnn.codec import decode, encode, payload_bytes
 from ddnn.control.modes import LinkState, ModeSelector
 from ddnn.control.slo import Decision, SloController, SloTarget, probs_from_logits
 from ddnn.control.telemetry import Reservoir, Telemetry
-from ddnn.errors import InvalidInput, NotReady, Overloaded
+from ddnn.errors import InvalidInput, NotReady, Overloaded, PolicyError
 from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, EdgeResult
 from ddnn.pb.ddnn.v1 import cloud_pb2, edge_pb2, edge_pb2_grpc, tensor_pb2
+from ddnn.serving.admission import ByteBudget
+from ddnn.serving.control import ControlGuard
 from ddnn.serving.convert import from_proto, to_proto
-from ddnn.serving.errors import error_fields, status_name
+from ddnn.serving.errors import Misconfigured, error_fields, status_name
 from ddnn.serving.streams import answer_concurrently
 from services.edge import metrics
 from services.edge.cloud_link import CloudLink
@@ -34,8 +36,11 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     """Every sample id of every batch gets exactly one SampleResult (or its batch one error)."""
 
     def __init__(self, runtime: EdgeRuntime, link: CloudLink | None, max_batch: int, max_inflight_samples: int,
-                 cloud_timeout_s: float, monitor: ChannelMonitor | None = None):
+                 cloud_timeout_s: float, monitor: ChannelMonitor | None = None, max_inflight_bytes: int = 2**30,
+                 guard: ControlGuard | None = None):
         self.runtime = runtime
+        self.budget = ByteBudget(max_inflight_bytes, "edge", metrics.INFLIGHT_BYTES)
+        self.guard = guard or ControlGuard()
         self.link = link
         self.max_batch = max_batch
         self.max_inflight = max_inflight_samples
@@ -111,20 +116,28 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         n = len(images)
         if self.inflight + n > self.max_inflight:
             raise Overloaded(f"edge has {self.inflight} samples in flight, limit {self.max_inflight}; retry later")
-        self.inflight += n
-        metrics.INFLIGHT.set(self.inflight)
-        try:
-            await self._process(batch, images, emit, t0)
-        finally:
-            self.inflight -= n
+        with self.budget.hold(len(batch.images.data)):
+            self.inflight += n
             metrics.INFLIGHT.set(self.inflight)
+            try:
+                await self._process(batch, images, emit, t0)
+            finally:
+                self.inflight -= n
+                metrics.INFLIGHT.set(self.inflight)
+
+    async def _run_engine(self, route, images: np.ndarray) -> EdgeResult:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, route.engine.run, images)
+        except PolicyError as exc:  # the policy in effect does not fit the model: the server's fault
+            raise Misconfigured(f"the edge's exit policy cannot run on its model: {exc}") from None
+
 
     async def _process(self, batch, images, emit: Emit, t0: float) -> None:
         cfg = self.runtime.config
         mode = self.effective_mode(cfg)
         route = cfg.route(mode)
         ids = list(batch.sample_ids)
-        res = await asyncio.get_running_loop().run_in_executor(self.pool, route.engine.run, images)
+        res = await self._run_engine(route, images)
         local = np.flatnonzero(res.outcome != CLOUD)
         if len(local):
             emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, results=self._results(ids, res, local, 0, t0)))
@@ -222,12 +235,26 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         return self.status()
 
     async def Configure(self, request, context):
-        if request.slo:
-            self.set_slo(None if request.slo == "off" else SloTarget.parse(request.slo))
+        """All or nothing: every field is checked (the policy against the model) before any applies."""
+        self.guard.check(context)
+        slo = parse_slo(request.slo) if request.slo and request.slo != "off" else None
         self.runtime.configure(request.policy_json, dict(request.knobs), request.mode, request.payload)
+        if request.slo:  # cannot fail: the target was parsed above
+            self.set_slo(slo)
         log.info("reconfigured: mode=%s payload=%s knobs=%s", self.runtime.config.mode, self.runtime.config.payload,
                  dict(request.knobs))
         return self.status()
+
+
+def parse_slo(text: str) -> SloTarget:
+    """The ``slo`` field of a Configure request, or INVALID_ARGUMENT naming it."""
+    try:
+        target = SloTarget.parse(text)
+    except ValueError as exc:
+        raise InvalidInput(f"slo: {exc} (or 'off')") from None
+    if not np.isfinite(target.value):
+        raise InvalidInput(f"slo: the target must be a finite number > 0, got {text!r}")
+    return target
 
 
 class ChannelMonitor:
@@ -246,7 +273,9 @@ class ChannelMonitor:
         if self.link is None:
             return LinkState(False, 0.0, 0.0, 1.0)
         e = self.link.estimate
-        return LinkState(self.link.connected, e.rtt_s, e.throughput_bps, e.error_rate, self.link.inflight)
+        # A cloud that says NOT_SERVING is as good as gone for offloading.
+        return LinkState(self.link.connected and self.link.serving, e.rtt_s, e.throughput_bps, e.error_rate,
+                         self.link.inflight)
 
     def effective(self, cfg: EdgeConfig) -> str:
         """The configured mode; in auto mode the channel's choice, where the SLO controller's exit

@@ -6,19 +6,19 @@ from dataclasses import dataclass
 
 from ddnn.codec import PAYLOADS
 from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_POLICY
-from ddnn.serving.settings import setting
+from ddnn.serving.settings import ServerSettings, setting
 
 MODES = ("auto", "normal", "ws", "local")
 
 
 @dataclass
-class EdgeSettings:
+class EdgeSettings(ServerSettings):
     checkpoint: str = setting(str(SHIPPED_CHECKPOINT), "checkpoint whose edge part runs here")
     policy: str = setting(str(SHIPPED_POLICY), "exit policy JSON (ddnn calibrate)")
     principal_checkpoint: str = setting("", "aux/principal arrangement: the cloud's principal network; "
                                             "the edge then offloads raw images (Lo et al.)")
     listen: str = setting("127.0.0.1:50051", "gRPC listen address (port 0 = any free port)")
-    metrics_addr: str = setting("127.0.0.1", "address of the Prometheus /metrics endpoint")
+    keepalive_s: float = setting(10.0, "HTTP/2 keepalive ping interval on the cloud stream and idle clients")
     metrics_port: int = setting(9101, "port of the /metrics endpoint (0 = any free port)")
     cloud: str = setting("127.0.0.1:50052", "cloud service address host:port ('' = local-only edge)")
     mode: str = setting("normal", "auto | normal (deepest edge exit) | ws (shallow exit) | local (no offload)")
@@ -28,9 +28,6 @@ class EdgeSettings:
     max_batch: int = setting(256, "largest image batch accepted")
     max_inflight_samples: int = setting(4096, "samples admitted at once; more are refused RESOURCE_EXHAUSTED")
     cloud_timeout_s: float = setting(5.0, "deadline for a cloud answer; past it the sample is answered locally")
-    connect_timeout_s: float = setting(2.0, "time allowed to (re)connect to the cloud before retrying")
-    max_message_bytes: int = setting(64 * 1024 * 1024, "gRPC message size limit, both directions")
-    keepalive_s: float = setting(10.0, "HTTP/2 keepalive ping interval on the cloud stream and idle clients")
     auto_dwell_s: float = setting(2.0, "auto mode: how long a link condition must hold before switching")
     auto_ws_rtt_s: float = setting(0.010, "auto mode: enter ws below this probe RTT (leave above twice it)")
     auto_ws_throughput_bps: float = setting(8e6, "auto mode: enter ws above this offload throughput, bytes/s "
@@ -41,23 +38,18 @@ class EdgeSettings:
     slo_interval_s: float = setting(1.0, "SLO controller period")
     slo_window_s: float = setting(5.0, "SLO controller measurement window")
     torch_threads: int = setting(0, "intra-op threads for the edge network (0 = torch's default)")
-    tls_cert: str = setting("", "server certificate (PEM) for clients of this edge; enables TLS")
-    tls_key: str = setting("", "server private key (PEM)")
-    tls_ca: str = setting("", "CA bundle for client certificates; enables mutual TLS")
     cloud_tls_ca: str = setting("", "CA that signed the cloud's certificate; enables TLS to the cloud")
     cloud_tls_cert: str = setting("", "client certificate for mutual TLS to the cloud")
     cloud_tls_key: str = setting("", "client private key for mutual TLS to the cloud")
     cloud_tls_server_name: str = setting("", "expected name in the cloud's certificate (default: its host)")
-    grace_s: float = setting(10.0, "on SIGTERM, time given to in-flight calls")
-    ready_file: str = setting("", "write {pid, grpc_port, metrics_port} here once serving")
-    log_json: bool = setting(False, "log JSON lines")
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.payload not in PAYLOADS:
             raise ValueError(f"--payload must be one of {', '.join(PAYLOADS)}, got {self.payload!r}")
-        for name in ("max_batch", "max_inflight_samples", "max_message_bytes"):
+        self.check_common()
+        for name in ("max_batch", "max_inflight_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         if self.cloud_timeout_s <= 0:

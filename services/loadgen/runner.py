@@ -144,7 +144,8 @@ def replay_order(n: int, limit: int, shuffle: bool, seed: int) -> np.ndarray:
 
 
 def make_channel(s: LoadgenSettings) -> grpc.aio.Channel:
-    opts = grpc_options(s.max_message_bytes)
+    # The largest message is a full image batch out (answers coming back are smaller).
+    opts = grpc_options(s.message_limit(s.batch_size * (32 * 32 * 3 + 16)), s.keepalive_s)
     if s.tls_server_name:
         opts.append(("grpc.ssl_target_name_override", s.tls_server_name))
     tls = TlsFiles(s.tls_cert or None, s.tls_key or None, s.tls_ca or None)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddnn.serving.settings import setting
+from ddnn.serving.settings import ProcessSettings, setting
 
 
 @dataclass
-class LoadgenSettings:
+class LoadgenSettings(ProcessSettings):
     edge: str = setting("127.0.0.1:50051", "edge service address host:port")
     data: str = setting("", "test images: pack, ImageFolder root or CIFAR pickle folder (default: shipped pack)")
     limit: int = setting(0, "replay only the first N images (0 = all)")
@@ -23,19 +23,16 @@ class LoadgenSettings:
     batch_timeout_s: float = setting(60.0, "a batch not fully answered by then counts its samples missing")
     deadline_s: float = setting(3600.0, "deadline of each stream call")
     out: str = setting("", "folder for report.json and samples.csv (default: results/loadgen-<time>)")
-    metrics_addr: str = setting("127.0.0.1", "address of the Prometheus /metrics endpoint")
     metrics_port: int = setting(9103, "port of the /metrics endpoint (0 = any free port, -1 = none)")
     linger_s: float = setting(0.0, "keep /metrics up this long after the run, for a last scrape")
-    max_message_bytes: int = setting(64 * 1024 * 1024, "gRPC message size limit")
     tls_ca: str = setting("", "CA of the edge's certificate; enables TLS")
     tls_cert: str = setting("", "client certificate for mutual TLS")
     tls_key: str = setting("", "client key for mutual TLS")
     tls_server_name: str = setting("", "expected name in the edge's certificate")
     progress: bool = setting(True, "show a progress bar")
-    ready_file: str = setting("", "write {pid, metrics_port} here once the metrics endpoint is up")
-    log_json: bool = setting(False, "log JSON lines")
 
     def __post_init__(self):
+        self.check_common()
         if self.loop not in ("closed", "open"):
             raise ValueError(f"--loop must be 'closed' or 'open', got {self.loop!r}")
         if self.loop == "open" and self.rate <= 0:
