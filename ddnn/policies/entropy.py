@@ -8,19 +8,7 @@ import numpy as np
 
 from ddnn.policies.base import ExitCriterion
 from ddnn.policies.params import checked_number, number_field
-
-
-def entropy(probs: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of each row of ``probs``; 0 log 0 = 0."""
-    p = np.asarray(probs, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log(p), 0.0)
-    return -terms.sum(axis=1)
-
-
-def normalized_entropy(probs: np.ndarray) -> np.ndarray:
-    """Entropy divided by log(C): 0 (one-hot) .. 1 (uniform)."""
-    return entropy(probs) / np.log(probs.shape[1])
+from ddnn.policies.scores import entropy, normalized_entropy
 
 
 class _EntropyBelow(ExitCriterion):
