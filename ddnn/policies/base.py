@@ -66,6 +66,21 @@ class ExitCriterion(ABC):
         """Boolean mask, shape (N,): True where the sample may exit here."""
 
     @abstractmethod
+    def critical_knob(self, probs: np.ndarray) -> np.ndarray:
+        """Per sample, shape (N,), the knob value at which its decision flips.
+
+        Calibration orders its candidate knobs by these points and the SLO controller reads the
+        knob for an offload fraction off them as a quantile, so they must agree with ``accept``:
+        when ``knob_increases_exits`` a sample exits iff the knob is above its value, else iff it
+        is below (the boundary itself follows ``accept``'s comparison).
+        """
+
+    @abstractmethod
+    def knob_bounds(self, num_classes: int) -> tuple[float, float | None]:
+        """The knob's valid range for outputs over ``num_classes`` classes (upper None: unbounded);
+        calibration searches within it."""
+
+    @abstractmethod
     def to_dict(self) -> dict:
         """JSON-ready parameters, including ``kind``."""
 
@@ -169,7 +184,7 @@ class EdgePolicy:
         if drop is not None:
             if not isinstance(drop, dict) or drop.get("kind") != "normalized_entropy" or "threshold" not in drop:
                 raise PolicyError(f"{source}: field 'drop' must be null or "
-                                  "{{'kind': 'normalized_entropy', 'threshold': T}}")
+                                  "{'kind': 'normalized_entropy', 'threshold': T}")
             try:
                 drop = DropRule(float(drop["threshold"]))
             except (TypeError, ValueError) as exc:

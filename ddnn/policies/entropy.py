@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 
 import numpy as np
@@ -65,6 +66,9 @@ class EntropyCriterion(_EntropyBelow):
 
     kind = "entropy"
 
+    def knob_bounds(self, num_classes: int) -> tuple[float, float | None]:
+        return 0.0, math.log(num_classes)
+
     def score(self, probs: np.ndarray) -> np.ndarray:
         return entropy(probs)
 
@@ -74,6 +78,9 @@ class NormalizedEntropyCriterion(_EntropyBelow):
 
     kind = "normalized_entropy"
     _max_threshold = 1.0
+
+    def knob_bounds(self, num_classes: int) -> tuple[float, float | None]:
+        return 0.0, 1.0
 
     def score(self, probs: np.ndarray) -> np.ndarray:
         return normalized_entropy(probs)
