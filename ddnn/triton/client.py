@@ -81,10 +81,10 @@ def channel_args(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     """gRPC channel options: message limits both ways and keepalive pings on the long-lived channel.
 
     Pings every ``keepalive_s`` even between calls, so a dead cloud→Triton connection is noticed
-    before a request needs it. The Triton side must accept them (``ddnn.triton.server`` passes
-    ``--grpc-keepalive-permit-without-calls=true --grpc-http2-min-recv-ping-interval-without-data=10000
-    --grpc-http2-max-pings-without-data=0``; a Triton deployed elsewhere needs the same flags,
-    or ``keepalive_s=None``).
+    before a request needs it. The Triton side must accept them (``TritonServerConfig.flags`` in
+    ``ddnn.triton.config`` passes ``--grpc-keepalive-permit-without-calls=true
+    --grpc-http2-min-recv-ping-interval-without-data=10000 --grpc-http2-max-pings-without-data=0``;
+    a Triton deployed elsewhere needs the same flags, or ``keepalive_s=None``).
     """
     args = [("grpc.max_send_message_length", int(max_message_bytes)),
             ("grpc.max_receive_message_length", int(max_message_bytes))]
