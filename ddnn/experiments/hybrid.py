@@ -173,7 +173,7 @@ def run(ctx: Context) -> Path:
         + table3_table(results, setup)
         + f"\n\nOurs: edge energy (every sample) / expected cloud energy at our exit rates, ResNet-{setup.depth} "
         f"splits on {dataset}, in mJ per 10,000 images (= µJ per inference × 10) to match the paper's scale. The "
-        "paper's numbers are for ResNet-32 and, as the check below finds, probably CIFAR-100, so compare trends. "
+        "paper's numbers are for ResNet-32 (on the dataset the check below infers), so compare trends. "
         + table3_trends(results, setup),
         "## Energy-model check on the paper's own network (ResNet-32, 100 classes, no training involved)\n\n"
         + energy_model_table(energy_rows)
