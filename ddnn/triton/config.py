@@ -13,7 +13,6 @@ CONTROL_KEY = "ddnn-model-control"  # --grpc-restricted-protocol=model-repositor
 # ... and the metadata key a gRPC client then sends (Triton prefixes the key it was given).
 CONTROL_HEADER = f"triton-grpc-protocol-{CONTROL_KEY}"
 MODEL_CONTROL_MODES = ("explicit", "poll")
-ENDPOINTS = ("grpc", "http", "metrics")
 
 
 @dataclass(frozen=True)
