@@ -15,7 +15,6 @@ source, ``val_fraction``, ``split_seed``, ``limit``) and never come from the tes
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from ddnn.errors import PolicyError
 from ddnn.evaluation import accuracy_metrics, exit_logits, route_samples
 from ddnn.paths import REPO_ROOT, default_train_root
 from ddnn.policies import (
-    AoMarginCriterion,
     DropRule,
     EdgePolicy,
     EntropyCriterion,
@@ -89,13 +87,7 @@ def fit_criterion(method: str, probs: np.ndarray, labels: np.ndarray, bandwidth:
 
 def knob_bounds(criterion: ExitCriterion, num_classes: int) -> tuple[float, float | None]:
     """The knob's valid range (upper None: unbounded)."""
-    if isinstance(criterion, (MaxSoftmaxCriterion, NormalizedEntropyCriterion)):
-        return 0.0, 1.0
-    if isinstance(criterion, EntropyCriterion):
-        return 0.0, math.log(num_classes)
-    if isinstance(criterion, AoMarginCriterion):
-        return 0.0, None
-    raise PolicyError(f"calibration does not know the knob of criterion kind {criterion.kind!r}")
+    return criterion.knob_bounds(num_classes)
 
 
 def candidate_knobs(criteria: dict[str, ExitCriterion], logits: dict[str, np.ndarray]) -> np.ndarray:

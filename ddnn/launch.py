@@ -19,6 +19,19 @@ from pathlib import Path
 
 from ddnn.paths import REPO_ROOT
 
+# Start-up imports torch and loads a checkpoint (seconds); callers that also start Triton (the
+# cloud) pass their own, longer timeout.
+START_TIMEOUT_S = 120.0
+# A service drains in-flight calls on SIGTERM for its --grace-s (10 s by default): twice that
+# before SIGKILL, so a drain that is on time is never cut short.
+STOP_TIMEOUT_S = 20.0
+# After SIGKILL the kernel reaps at once; these only bound a wait() on a loaded machine.
+KILL_WAIT_S = 5.0
+GROUP_KILL_WAIT_S = 10.0
+# The ready file appears once; polling it 10x a second costs nothing and adds at most 0.1 s.
+READY_POLL_S = 0.1
+SCRAPE_TIMEOUT_S = 10.0  # one /metrics page from a local process
+
 
 @dataclass
 class Service:
@@ -44,7 +57,7 @@ class Service:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 20.0) -> int:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM (graceful drain), then SIGKILL after ``timeout``; return the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -52,17 +65,17 @@ class Service:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(5)
+                self.proc.wait(KILL_WAIT_S)
         return self.proc.returncode
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a crash, as opposed to a shutdown)."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            self.proc.wait(GROUP_KILL_WAIT_S)
 
 
-def start(module: str, args: list[str], workdir: Path, name: str | None = None, timeout: float = 120.0,
+def start(module: str, args: list[str], workdir: Path, name: str | None = None, timeout: float = START_TIMEOUT_S,
           env: dict | None = None, prefix: list[str] | None = None, host: str = "127.0.0.1") -> Service:
     """Run ``[prefix...] python -m module args --ready-file F`` and wait for F.
 
@@ -87,14 +100,14 @@ def start(module: str, args: list[str], workdir: Path, name: str | None = None, 
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with code {proc.returncode} before it was ready; log {log}:\n"
                                f"{svc.log_tail()}")
-        time.sleep(0.1)
+        time.sleep(READY_POLL_S)
     svc.stop()
     raise RuntimeError(f"{name} was not ready within {timeout:.0f}s; log {log}:\n{svc.log_tail()}")
 
 
 def scrape(url: str) -> dict[str, float]:
     """Read a Prometheus text page into ``{'name{labels}': value}``."""
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    text = urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S).read().decode()
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):

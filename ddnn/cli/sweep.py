@@ -94,9 +94,9 @@ def run(args) -> int:
     from ddnn.calibration import repo_relative
     from ddnn.checkpoint import load_checkpoint
     from ddnn.energy import EnergyTable
-    from ddnn.evaluation.sweep import sweep as run_sweep
-    from ddnn.evaluation.sweep import table2, write_outputs
     from ddnn.paths import SHIPPED_CHECKPOINT
+    from ddnn.sweep import sweep as run_sweep
+    from ddnn.sweep import table2, write_outputs
 
     if args.points < 2:
         raise ValueError(f"--points must be at least 2, got {args.points}")

@@ -1,7 +1,7 @@
 """``ddnn reproduce ao-vs-cdl``: Lo et al. (``000_…``) Table II and Fig. 11 on CIFAR-10.
 
 AO (pair-wise KDE margins) against CDL (max softmax) and BranchyNet (entropy) at equal overall
-accuracy, built on :mod:`ddnn.evaluation.sweep`: knobs and AO densities from the validation split,
+accuracy, built on :mod:`ddnn.sweep`: knobs and AO densities from the validation split,
 every number on the test split. Two arrangements: Lo et al.'s own (a separate auxiliary network at
 the edge, the principal network in the cloud on the raw input) with the shipped ResNet-20 as the
 auxiliary and the shipped ResNet-20 width 32 as the principal; and ddnn's one-network split (the
@@ -19,9 +19,9 @@ import numpy as np
 from ddnn.checkpoint import Checkpoint, load_checkpoint
 from ddnn.data import ImageArrays
 from ddnn.evaluation import aux_principal_costs, exit_logits, split_costs
-from ddnn.evaluation.sweep import SWEEP_METHODS, SweepResult, plot, sweep, table2
 from ddnn.experiments.common import Context, pct, table, write_report
 from ddnn.paths import SHIPPED_AUX_CHECKPOINT, SHIPPED_CHECKPOINT
+from ddnn.sweep import SWEEP_METHODS, SweepResult, plot, sweep, table2
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def run(ctx: Context) -> Path:
         f"* Checkpoints: `{Path(SHIPPED_AUX_CHECKPOINT).name}` (auxiliary: ResNet-20, exits block4 and final) and "
         f"`{Path(SHIPPED_CHECKPOINT).name}` (principal / one-network: ResNet-20 width 32, exits block4, block7, "
         "final); both trained on the same 45k/5k split of the training set.",
-        "* Sweep (`ddnn.evaluation.sweep`): per method, knobs that keep 0..100% of the validation images at the edge, "
+        "* Sweep (`ddnn.sweep`): per method, knobs that keep 0..100% of the validation images at the edge, "
         "evaluated on the test split; AO fitted by Gaussian KDE (bandwidth 0.05) per class pair on validation. "
         "CDL's and BranchyNet's share at AO's overall accuracy is interpolated along their test curves, as in the "
         "paper; 'extrap.' marks extrapolation.",

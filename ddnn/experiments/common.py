@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import platform
@@ -18,6 +16,8 @@ import torch
 from ddnn.checkpoint import CheckpointError, load_checkpoint
 from ddnn.data import ImageArrays, load_split
 from ddnn.paths import default_test_source, default_train_root
+from ddnn.training import train
+from ddnn.training.flags import config_from_argv
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,8 @@ class Context:
         return arrays
 
     def train(self, name: str, argv: list[str]) -> Path:
-        """Train checkpoint ``WORK/name.pt`` with ``ddnn train ARGV`` unless one made by the same command exists."""
-        from ddnn.cli import build_parser
-
+        """Train checkpoint ``WORK/name.pt`` as ``ddnn train ARGV`` would, unless one made by the same
+        command exists. The run is recorded as that command, so the report's commands replay it."""
         path = self.work / f"{name}.pt"
         full = ["train", *argv, "--data", self.train_root, "--no-progress", "-o", str(path)]
         command = "ddnn " + shlex.join(full)
@@ -84,12 +83,10 @@ class Context:
             except CheckpointError as exc:
                 log.warning("retraining %s: %s", path, exc)
             log.info("retraining %s: it was made by a different command", path)
-        args = build_parser().parse_args(full)
-        args.command_line = command
+        config = config_from_argv(full[1:])
         log.info("running: %s", command)
         t0 = time.time()
-        with contextlib.redirect_stdout(io.StringIO()):  # `ddnn train` prints the path; we log it
-            args.func(args)
+        train(config, command=command, progress=False)
         log.info("trained %s in %.0fs", path, time.time() - t0)
         return path
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ddnn.checkpoint import load_checkpoint
 from ddnn.evaluation import split_costs
-from ddnn.evaluation.sweep import kept_at_accuracy, table2
 from ddnn.experiments.ao_cdl import run_sweeps
 from ddnn.experiments.common import Context, pct, table, write_report
 from ddnn.paths import SHIPPED_CHECKPOINT
+from ddnn.sweep import kept_at_accuracy, table2
 
 log = logging.getLogger(__name__)
 

@@ -135,6 +135,9 @@ class AoMarginCriterion(ExitCriterion):
         with np.errstate(over="ignore"):
             return np.exp(curve_floor_at(self._curves, self._group_of[a, b], self.grid, margin))
 
+    def knob_bounds(self, num_classes: int) -> tuple[float, float | None]:
+        return 0.0, None  # any odds ratio >= 0
+
     def _check_classes(self, probs: np.ndarray) -> None:
         if probs.shape[1] != self.num_classes:
             raise PolicyError(f"ao_margin was fitted for {self.num_classes} classes, got outputs of "

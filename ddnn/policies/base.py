@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from ddnn.errors import PolicyError
+from ddnn.policies.scores import normalized_entropy, softmax
 
 POLICY_FORMAT = "ddnn.policy/v1"
 
@@ -29,19 +30,6 @@ class Decision(IntEnum):
     EXIT = 0  # answered here
     CONTINUE = 1  # not confident: go deeper (next edge exit, or offload to the cloud after the last)
     DROP = 2  # hopeless even for the cloud (Lee et al.'s drop threshold): answered "dropped"
-
-
-_BIG = 1e300  # beyond any finite float32 logit, far enough from float64's limit that z - max stays finite
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (stable), finite for any input: an infinite logit (extreme but
-    finite features can overflow float32 in the network) counts as +/-1e300, a NaN as the least
-    likely class."""
-    z = np.nan_to_num(np.asarray(logits, dtype=np.float64), nan=-_BIG, posinf=_BIG, neginf=-_BIG)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class ExitCriterion(ABC):
@@ -78,6 +66,21 @@ class ExitCriterion(ABC):
         """Boolean mask, shape (N,): True where the sample may exit here."""
 
     @abstractmethod
+    def critical_knob(self, probs: np.ndarray) -> np.ndarray:
+        """Per sample, shape (N,), the knob value at which its decision flips.
+
+        Calibration orders its candidate knobs by these points and the SLO controller reads the
+        knob for an offload fraction off them as a quantile, so they must agree with ``accept``:
+        when ``knob_increases_exits`` a sample exits iff the knob is above its value, else iff it
+        is below (the boundary itself follows ``accept``'s comparison).
+        """
+
+    @abstractmethod
+    def knob_bounds(self, num_classes: int) -> tuple[float, float | None]:
+        """The knob's valid range for outputs over ``num_classes`` classes (upper None: unbounded);
+        calibration searches within it."""
+
+    @abstractmethod
     def to_dict(self) -> dict:
         """JSON-ready parameters, including ``kind``."""
 
@@ -104,8 +107,6 @@ class DropRule:
             raise PolicyError(f"drop threshold must be in (0, 1], got {self.threshold}")
 
     def hopeless(self, probs: np.ndarray) -> np.ndarray:
-        from ddnn.policies.entropy import normalized_entropy
-
         return normalized_entropy(probs) > self.threshold
 
     def to_dict(self) -> dict:
@@ -183,7 +184,7 @@ class EdgePolicy:
         if drop is not None:
             if not isinstance(drop, dict) or drop.get("kind") != "normalized_entropy" or "threshold" not in drop:
                 raise PolicyError(f"{source}: field 'drop' must be null or "
-                                  "{{'kind': 'normalized_entropy', 'threshold': T}}")
+                                  "{'kind': 'normalized_entropy', 'threshold': T}")
             try:
                 drop = DropRule(float(drop["threshold"]))
             except (TypeError, ValueError) as exc:

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 
 import numpy as np
 
 from ddnn.policies.base import ExitCriterion
 from ddnn.policies.params import checked_number, number_field
-
-
-def entropy(probs: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of each row of ``probs``; 0 log 0 = 0."""
-    p = np.asarray(probs, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log(p), 0.0)
-    return -terms.sum(axis=1)
-
-
-def normalized_entropy(probs: np.ndarray) -> np.ndarray:
-    """Entropy divided by log(C): 0 (one-hot) .. 1 (uniform)."""
-    return entropy(probs) / np.log(probs.shape[1])
+from ddnn.policies.scores import entropy, normalized_entropy
 
 
 class _EntropyBelow(ExitCriterion):
@@ -77,6 +66,9 @@ class EntropyCriterion(_EntropyBelow):
 
     kind = "entropy"
 
+    def knob_bounds(self, num_classes: int) -> tuple[float, float | None]:
+        return 0.0, math.log(num_classes)
+
     def score(self, probs: np.ndarray) -> np.ndarray:
         return entropy(probs)
 
@@ -86,6 +78,9 @@ class NormalizedEntropyCriterion(_EntropyBelow):
 
     kind = "normalized_entropy"
     _max_threshold = 1.0
+
+    def knob_bounds(self, num_classes: int) -> tuple[float, float | None]:
+        return 0.0, 1.0
 
     def score(self, probs: np.ndarray) -> np.ndarray:
         return normalized_entropy(probs)

@@ -38,6 +38,9 @@ class MaxSoftmaxCriterion(ExitCriterion):
         """Per sample, the knob value where its decision flips: it exits iff knob < this value."""
         return self.confidence(probs)
 
+    def knob_bounds(self, num_classes: int) -> tuple[float, float | None]:
+        return 0.0, 1.0
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "threshold": self.threshold}
 

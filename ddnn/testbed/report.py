@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "ddnn.testbed.report/v1"
-EFFECTIVE_MODES = ("ws", "normal", "local")
 _MODE_LEVEL = {"local": 0, "normal": 1, "ws": 2}
 
 

@@ -38,17 +38,6 @@ def _summary(seconds: list[float]) -> dict:
             "p90_ms": ms[int(0.9 * (len(ms) - 1))], "min_ms": ms[0], "n": len(ms)}
 
 
-def _timed(fn, iters: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def _triton_stats(client: TritonClient, model: str) -> dict:
     s = client._client.get_inference_statistics(model).model_stats[0]
     st = s.inference_stats

@@ -20,22 +20,31 @@ anything else            TritonInternalError         a bug; Triton's log has the
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import threading
 import time
-import uuid
-import weakref
-from dataclasses import dataclass
-from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from ddnn.errors import InvalidInput, NotFound, NotReady, Overloaded
+from ddnn.triton.shm import (
+    UNREGISTER_TIMEOUT_S,
+    Infer,
+    ModelIO,
+    RegionPool,
+    Register,
+    Step,
+    Unregister,
+    drive,
+    drive_async,
+    infer_steps,
+    release_all,
+)
+
+__all__ = ["DEFAULT_KEEPALIVE_S", "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TIMEOUT_S", "AsyncTritonClient", "ModelIO",
+           "TritonClient", "TritonDeadlineExceeded", "TritonInternalError", "channel_args", "map_triton_error"]
 
 DEFAULT_TIMEOUT_S = 10.0
 # The largest request the cloud sends: 256 block4 feature maps (64x16x16 fp32) = 16 MiB.
@@ -72,10 +81,10 @@ def channel_args(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     """gRPC channel options: message limits both ways and keepalive pings on the long-lived channel.
 
     Pings every ``keepalive_s`` even between calls, so a dead cloud→Triton connection is noticed
-    before a request needs it. The Triton side must accept them (``ddnn.triton.server`` passes
-    ``--grpc-keepalive-permit-without-calls=true --grpc-http2-min-recv-ping-interval-without-data=10000
-    --grpc-http2-max-pings-without-data=0``; a Triton deployed elsewhere needs the same flags,
-    or ``keepalive_s=None``).
+    before a request needs it. The Triton side must accept them (``TritonServerConfig.flags`` in
+    ``ddnn.triton.config`` passes ``--grpc-keepalive-permit-without-calls=true
+    --grpc-http2-min-recv-ping-interval-without-data=10000 --grpc-http2-max-pings-without-data=0``;
+    a Triton deployed elsewhere needs the same flags, or ``keepalive_s=None``).
     """
     args = [("grpc.max_send_message_length", int(max_message_bytes)),
             ("grpc.max_receive_message_length", int(max_message_bytes))]
@@ -83,22 +92,6 @@ def channel_args(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         args += [("grpc.keepalive_time_ms", int(keepalive_s * 1000)), ("grpc.keepalive_timeout_ms", 10_000),
                  ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0)]
     return args
-
-
-@dataclass(frozen=True)
-class ModelIO:
-    """A model's input and output as Triton reports them (asked once per model, then cached)."""
-
-    input: str
-    datatype: str
-    shape: tuple[int, ...]  # with -1 for the batch dimension
-    output: str
-    output_datatype: str = "FP32"
-    output_shape: tuple[int, ...] = ()  # per sample
-
-    @property
-    def output_item_bytes(self) -> int:
-        return int(np.prod(self.output_shape, dtype=np.int64)) * triton_to_np_dtype(self.output_datatype)().itemsize
 
 
 def _model_io(model: str, metadata) -> ModelIO:
@@ -110,76 +103,6 @@ def _model_io(model: str, metadata) -> ModelIO:
                    tuple(int(d) for d in out.shape[1:]))
 
 
-_ALIGN = 64
-_MIN_REGION = 1 << 20
-
-
-@dataclass
-class _Region:
-    """One system shared-memory region, registered with Triton: a call's input, then its output."""
-
-    name: str  # Triton's name for it and the file under /dev/shm; Triton's key is "/" + name
-    shm: SharedMemory
-    size: int
-
-    @staticmethod
-    def output_offset(input_bytes: int) -> int:
-        return -(-input_bytes // _ALIGN) * _ALIGN
-
-
-class _RegionPool:
-    """Free regions for calls in flight; a call takes one (or a new one is made) and gives it back."""
-
-    def __init__(self):
-        self.prefix = f"ddnn_triton_client_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        self._free: list[_Region] = []
-        self._all: dict[str, _Region] = {}
-        self._count = 0
-        self._lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _unlink_all, self._all)
-
-    def take(self) -> _Region | None:
-        with self._lock:
-            return self._free.pop() if self._free else None
-
-    def give_back(self, region: _Region) -> None:
-        with self._lock:
-            if region.name in self._all:
-                self._free.append(region)
-
-    def create(self, need: int) -> _Region:
-        with self._lock:
-            self._count += 1
-            name = f"{self.prefix}_{self._count}"
-        size = max(_MIN_REGION, 1 << (need - 1).bit_length())
-        region = _Region(name, SharedMemory(name, create=True, size=size), size)
-        with self._lock:
-            self._all[name] = region
-        return region
-
-    def drop(self, region: _Region) -> None:
-        with self._lock:
-            self._all.pop(region.name, None)
-        _unlink(region)
-
-    def regions(self) -> list[_Region]:
-        with self._lock:
-            return list(self._all.values())
-
-
-def _unlink(region: _Region) -> None:
-    with contextlib.suppress(OSError, BufferError):
-        region.shm.close()
-    with contextlib.suppress(OSError):
-        region.shm.unlink()
-
-
-def _unlink_all(regions: dict[str, _Region]) -> None:
-    for region in list(regions.values()):
-        _unlink(region)
-    regions.clear()
-
-
 class _Base:
     def __init__(self, url: str, timeout_s: float, max_message_bytes: int, shared_memory: bool):
         self.url = url.removeprefix("grpc://")
@@ -187,7 +110,7 @@ class _Base:
         self.max_message_bytes = max_message_bytes
         self.shared_memory = shared_memory
         self._io: dict[str, ModelIO] = {}
-        self._pool = _RegionPool() if shared_memory else None
+        self._pool = RegionPool() if shared_memory else None
 
     def _check(self, model: str, array) -> tuple[np.ndarray, str]:
         array = np.asarray(array)
@@ -210,30 +133,6 @@ class _Base:
         inp = grpcclient.InferInput(io.input, list(array.shape), datatype)
         inp.set_data_from_numpy(np.ascontiguousarray(array))
         return [inp]
-
-    def _shm_request(self, io: ModelIO, array: np.ndarray, datatype: str, region: _Region):
-        """Copy the array into ``region``; inputs and outputs that point Triton at it."""
-        np.ndarray(array.shape, array.dtype, buffer=region.shm.buf)[...] = array
-        inp = grpcclient.InferInput(io.input, list(array.shape), datatype)
-        inp.set_shared_memory(region.name, array.nbytes)
-        out = grpcclient.InferRequestedOutput(io.output)
-        out.set_shared_memory(region.name, len(array) * io.output_item_bytes,
-                              offset=_Region.output_offset(array.nbytes))
-        return [inp], [out]
-
-    @staticmethod
-    def _shm_result(io: ModelIO, n: int, input_bytes: int, region: _Region) -> np.ndarray:
-        dtype = triton_to_np_dtype(io.output_datatype)
-        return np.ndarray((n, *io.output_shape), dtype, buffer=region.shm.buf,
-                          offset=_Region.output_offset(input_bytes)).copy()
-
-    @staticmethod
-    def _region_need(io: ModelIO, array: np.ndarray) -> int:
-        return _Region.output_offset(array.nbytes) + len(array) * io.output_item_bytes
-
-    def _shm_unusable(self, exc: InferenceServerException) -> NotReady:
-        return NotReady(f"Triton at {self.url} cannot map this client's shared memory ({exc.message()}); it must "
-                        "run on the same host and see the same /dev/shm, or use shared_memory=False")
 
     def _timeout(self, timeout_s: float | None) -> float:
         t = self.timeout_s if timeout_s is None else timeout_s
@@ -287,46 +186,19 @@ class TritonClient(_Base):
 
     def _infer_shm(self, model: str, io: ModelIO, array, deadline: float) -> np.ndarray:
         array, datatype = self._check(model, array)
-        need = self._region_need(io, array)
-        region = self._pool.take()
-        if region is not None and region.size < need:
-            self._drop(region)
-            region = None
-        if region is None:
-            region = self._new_region(need, deadline)
-        done = False
-        try:
-            inputs, outputs = self._shm_request(io, array, datatype, region)
-            try:
-                self._client.infer(model, inputs, outputs=outputs,
-                                   client_timeout=self._timeout(deadline - time.monotonic()))
-            except InferenceServerException as exc:
-                raise map_triton_error(exc, model) from None
-            result = self._shm_result(io, len(array), array.nbytes, region)
-            done = True
-            return result
-        finally:
-            if done:
-                self._pool.give_back(region)
-            else:  # after a failure (a missed deadline above all) Triton may still write into it
-                self._drop(region)
+        steps = infer_steps(self._pool, model, io, array, datatype, self.url, map_triton_error)
+        return drive(steps, lambda step: self._call(step, deadline))
 
-    def _new_region(self, need: int, deadline: float) -> _Region:
-        region = self._pool.create(need)
-        try:
-            self._client.register_system_shared_memory(region.name, "/" + region.name, region.size,
-                                                       client_timeout=self._timeout(deadline - time.monotonic()))
-        except InferenceServerException as exc:
-            self._pool.drop(region)
-            if (exc.status() or "").endswith(("UNAVAILABLE", "DEADLINE_EXCEEDED")):
-                raise map_triton_error(exc) from None
-            raise self._shm_unusable(exc) from None
-        return region
-
-    def _drop(self, region: _Region) -> None:
-        with contextlib.suppress(InferenceServerException):
-            self._client.unregister_system_shared_memory(region.name, client_timeout=5.0)
-        self._pool.drop(region)
+    def _call(self, step: Step, deadline: float | None = None):
+        """Make one Triton call the shared-memory lifecycle asks for."""
+        if isinstance(step, Unregister):
+            return self._client.unregister_system_shared_memory(step.region.name, client_timeout=UNREGISTER_TIMEOUT_S)
+        timeout = self._timeout(deadline - time.monotonic())
+        if isinstance(step, Register):
+            return self._client.register_system_shared_memory(step.region.name, "/" + step.region.name,
+                                                              step.region.size, client_timeout=timeout)
+        assert isinstance(step, Infer)
+        return self._client.infer(step.model, step.inputs, outputs=step.outputs, client_timeout=timeout)
 
     def is_ready(self, models: list[str] | tuple[str, ...] = (), timeout_s: float = 2.0) -> bool:
         """True when the server and every model in ``models`` are ready; False if unreachable."""
@@ -339,8 +211,7 @@ class TritonClient(_Base):
     def close(self) -> None:
         """Unregister and remove the shared-memory regions (if any), close the channel."""
         if self._pool is not None:
-            for region in self._pool.regions():
-                self._drop(region)
+            drive(release_all(self._pool), self._call)
         self._client.close()
 
     def __enter__(self) -> TritonClient:
@@ -384,46 +255,20 @@ class AsyncTritonClient(_Base):
 
     async def _infer_shm(self, model: str, io: ModelIO, array, deadline: float) -> np.ndarray:
         array, datatype = self._check(model, array)
-        need = self._region_need(io, array)
-        region = self._pool.take()
-        if region is not None and region.size < need:
-            await self._drop(region)
-            region = None
-        if region is None:
-            region = await self._new_region(need, deadline)
-        done = False
-        try:
-            inputs, outputs = self._shm_request(io, array, datatype, region)
-            try:
-                await self._client.infer(model, inputs, outputs=outputs,
-                                         client_timeout=self._timeout(deadline - time.monotonic()))
-            except InferenceServerException as exc:
-                raise map_triton_error(exc, model) from None
-            result = self._shm_result(io, len(array), array.nbytes, region)
-            done = True
-            return result
-        finally:
-            if done:
-                self._pool.give_back(region)
-            else:  # Triton may still write into it after a failure; never reuse it
-                await self._drop(region)
+        steps = infer_steps(self._pool, model, io, array, datatype, self.url, map_triton_error)
+        return await drive_async(steps, lambda step: self._call(step, deadline))
 
-    async def _new_region(self, need: int, deadline: float) -> _Region:
-        region = self._pool.create(need)
-        try:
-            await self._client.register_system_shared_memory(
-                region.name, "/" + region.name, region.size, client_timeout=self._timeout(deadline - time.monotonic()))
-        except InferenceServerException as exc:
-            self._pool.drop(region)
-            if (exc.status() or "").endswith(("UNAVAILABLE", "DEADLINE_EXCEEDED")):
-                raise map_triton_error(exc) from None
-            raise self._shm_unusable(exc) from None
-        return region
-
-    async def _drop(self, region: _Region) -> None:
-        with contextlib.suppress(InferenceServerException):
-            await self._client.unregister_system_shared_memory(region.name, client_timeout=5.0)
-        self._pool.drop(region)
+    async def _call(self, step: Step, deadline: float | None = None):
+        """Make one Triton call the shared-memory lifecycle asks for."""
+        if isinstance(step, Unregister):
+            return await self._client.unregister_system_shared_memory(step.region.name,
+                                                                      client_timeout=UNREGISTER_TIMEOUT_S)
+        timeout = self._timeout(deadline - time.monotonic())
+        if isinstance(step, Register):
+            return await self._client.register_system_shared_memory(step.region.name, "/" + step.region.name,
+                                                                    step.region.size, client_timeout=timeout)
+        assert isinstance(step, Infer)
+        return await self._client.infer(step.model, step.inputs, outputs=step.outputs, client_timeout=timeout)
 
     async def is_ready(self, models: list[str] | tuple[str, ...] = (), timeout_s: float = 2.0) -> bool:
         try:
@@ -438,8 +283,7 @@ class AsyncTritonClient(_Base):
 
     async def close(self) -> None:
         if self._pool is not None:
-            for region in self._pool.regions():
-                await self._drop(region)
+            await drive_async(release_all(self._pool), self._call)
         await self._client.close()
 
     async def __aenter__(self) -> AsyncTritonClient:

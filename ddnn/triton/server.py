@@ -1,309 +1,97 @@
 """Run a Triton server for a model repository, or use one that is already running.
 
-``TritonServer`` starts the ``tritonserver`` binary that the nvidia-pytriton wheel ships (or the
-one ``$DDNN_TRITONSERVER`` names) as a subprocess on loopback ports of its own, with the Python
-backend's stub for this interpreter, and the environment that lets the stub import torch and
-ddnn from this interpreter's environment (see docs/triton.md). ``ExistingTriton`` waits for a
-server given by address. Both are context managers with the same ``url`` / ``start`` / ``stop``.
+``TritonServer`` starts the ``tritonserver`` binary (found by :mod:`ddnn.triton.install`) as a
+subprocess on loopback ports of its own, with flags built by its
+:class:`~ddnn.triton.config.TritonServerConfig`, in a process group tied to the launcher's life
+(:mod:`ddnn.triton.processes`), after removing what killed launchers left behind
+(:mod:`ddnn.triton.cleanup`). ``ExistingTriton`` waits for a server given by address. Both are
+context managers with the same ``url`` / ``start`` / ``stop``. ``python -m ddnn.triton`` runs one
+in the foreground.
 
 Example::
 
     with TritonServer("triton-repo") as triton:
         client = TritonClient(triton.url)
+
+The names other modules used to import from here when this module did all of the above are
+re-exported, so ``from ddnn.triton.server import free_port`` keeps working.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import importlib.util
 import logging
-import os
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 import weakref
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-from ddnn.errors import NotFound, NotReady
-from ddnn.triton.repository import MANIFEST_NAME, load_manifest
+from ddnn.errors import NotFound
+from ddnn.triton.cleanup import (
+    remove_shared_memory,
+    remove_stale_shared_memory,
+    remove_stale_work_dirs,
+    server_shm_prefix,
+    work_dir_prefix,
+)
+from ddnn.triton.config import CONTROL_HEADER, CONTROL_KEY, TritonServerConfig
+from ddnn.triton.install import (
+    ENV_SITE_DIRS,
+    TritonInstall,
+    TritonNotInstalled,
+    assemble_backend_directory,
+    find_tritonserver,
+    stub_environment,
+)
+from ddnn.triton.processes import die_with_parent, kill_group, wait_group_gone
+from ddnn.triton.readiness import (
+    TritonStartupError,
+    free_port,
+    log_tail,
+    repository_models,
+    wait_http_endpoints,
+    wait_until_ready,
+)
+
+__all__ = [
+    "CONTROL_HEADER",
+    "CONTROL_KEY",
+    "ENV_SITE_DIRS",
+    "ExistingTriton",
+    "TritonInstall",
+    "TritonNotInstalled",
+    "TritonServer",
+    "TritonServerConfig",
+    "TritonStartupError",
+    "assemble_backend_directory",
+    "find_tritonserver",
+    "free_port",
+    "log_tail",
+    "remove_stale_shared_memory",
+    "remove_stale_work_dirs",
+    "repository_models",
+    "stub_environment",
+    "wait_until_ready",
+]
 
 log = logging.getLogger(__name__)
 
-ENV_BINARY = "DDNN_TRITONSERVER"
-ENV_BACKEND_DIR = "DDNN_TRITON_BACKEND_DIR"
-ENV_SITE_DIRS = "DDNN_TRITON_SITE_DIRS"  # read by backend_model.py inside the stub
-STUB_NAME = "triton_python_backend_stub"
-CONTROL_KEY = "ddnn-model-control"  # --grpc-restricted-protocol=model-repository:<key>=<secret>
-# ... and the metadata key a gRPC client then sends (Triton prefixes the key it was given).
-CONTROL_HEADER = f"triton-grpc-protocol-{CONTROL_KEY}"
-BACKEND_LIB = "libtriton_python.so"
 
-
-class TritonNotInstalled(FileNotFoundError):
-    """The tritonserver binary, the Python backend or its stub for this Python is missing."""
-
-
-class TritonStartupError(NotReady):
-    """tritonserver exited or did not become ready in time; the message ends with its log tail."""
-
-    def __init__(self, message: str, log_tail: str = ""):
-        self.log_tail = log_tail
-        super().__init__(f"{message}\n--- tritonserver log (last lines) ---\n{log_tail}" if log_tail else message)
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """Where the server binary, the Python backend and the stub for this interpreter are."""
-
-    binary: Path
-    python_backend: Path  # directory holding libtriton_python.so and triton_python_backend_utils.py
-    stub: Path  # triton_python_backend_stub built for this interpreter's Python version
-    libs: Path | None  # shared libraries the wheel's binaries need (nvidia_pytriton.libs)
-
-
-def find_tritonserver() -> TritonInstall:
-    """Locate Triton: ``$DDNN_TRITONSERVER`` (+ ``$DDNN_TRITON_BACKEND_DIR``), else the pytriton wheel."""
-    pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
-    env_binary = os.environ.get(ENV_BINARY)
-    if env_binary:
-        binary = Path(env_binary)
-        if not (binary.is_file() and os.access(binary, os.X_OK)):
-            raise TritonNotInstalled(f"${ENV_BINARY}={env_binary} is not an executable file")
-        root = binary.resolve().parent.parent  # .../tritonserver/bin/tritonserver
-        backends = Path(os.environ.get(ENV_BACKEND_DIR) or root / "backends")
-        libs = root.parent.parent / "nvidia_pytriton.libs"
-        stub_candidates = [backends / "python" / STUB_NAME, root / "python_backend_stubs" / pyver / STUB_NAME]
-    else:
-        spec = importlib.util.find_spec("pytriton")
-        if spec is None or not spec.submodule_search_locations:
-            raise TritonNotInstalled(f"no tritonserver: install the serve extra (pip install 'ddnn[serve]', which "
-                                     f"brings nvidia-pytriton) or set ${ENV_BINARY} to a tritonserver binary")
-        pkg = Path(next(iter(spec.submodule_search_locations)))
-        root = pkg / "tritonserver"
-        binary = root / "bin" / "tritonserver"
-        backends = root / "backends"
-        libs = pkg.parent / "nvidia_pytriton.libs"
-        stub_candidates = [root / "python_backend_stubs" / pyver / STUB_NAME, backends / "python" / STUB_NAME]
-    python_backend = backends / "python"
-    for what, path in (("tritonserver binary", binary), ("Python backend", python_backend / BACKEND_LIB)):
-        if not path.is_file():
-            raise TritonNotInstalled(f"{what} not found at {path}")
-    stub = next((p for p in stub_candidates if p.is_file()), None)
-    if stub is None:
-        raise TritonNotInstalled(f"no Python backend stub for Python {pyver}: looked for "
-                                 f"{', '.join(map(str, stub_candidates))}")
-    return TritonInstall(binary, python_backend, stub, libs if libs.is_dir() else None)
-
-
-def assemble_backend_directory(install: TritonInstall, into: Path) -> Path:
-    """A ``--backend-directory`` whose ``python/`` has the backend library and this Python's stub side by side.
-
-    The wheel keeps the stubs for every Python apart from the backend; the backend looks for its
-    stub next to ``libtriton_python.so``. Symlinks, so nothing large is copied.
-    """
-    py = into / "python"
-    py.mkdir(parents=True, exist_ok=True)
-    for src in (install.python_backend / BACKEND_LIB, install.python_backend / "triton_python_backend_utils.py",
-                install.stub):
-        dst = py / src.name
-        if dst.is_symlink() or dst.exists():
-            dst.unlink()
-        dst.symlink_to(src.resolve())
-    return into
-
-
-def stub_environment(base: dict[str, str] | None = None, install: TritonInstall | None = None) -> dict[str, str]:
-    """Environment for tritonserver so the Python-backend stub runs on this interpreter's environment.
-
-    * ``LD_LIBRARY_PATH``: this interpreter's ``LIBDIR`` first (the stub links ``libpython3.X.so``;
-      with pyenv the system one is a different build and models fail with an ``RLock
-      _recursion_count`` error), then the wheel's bundled libraries (the backend library is used
-      from another directory, so its ``$ORIGIN`` rpath no longer finds them).
-    * ``DDNN_TRITON_SITE_DIRS``: the directory ddnn is imported from and this environment's
-      site-packages; ``model.py`` puts them first on ``sys.path`` (the stub ignores ``PYTHONPATH``).
-    * ``OMP_WAIT_POLICY=PASSIVE`` unless set: spinning OpenMP workers starve co-located processes.
-    """
-    env = dict(os.environ if base is None else base)
-    libdir = sysconfig.get_config_var("LIBDIR")
-    ldlib = sysconfig.get_config_var("LDLIBRARY") or ""
-    lib_paths = [libdir] if libdir and ldlib and (Path(libdir) / ldlib).exists() else []
-    if install is not None and install.libs is not None:
-        lib_paths.append(str(install.libs))
-    lib_paths += [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p not in lib_paths]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_paths)
-    import ddnn
-
-    site_dirs = [str(Path(ddnn.__file__).resolve().parents[1])]
-    for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
-        if p not in site_dirs:
-            site_dirs.append(p)
-    env[ENV_SITE_DIRS] = os.pathsep.join(site_dirs)
-    # Idle OpenMP workers of torch spin by default. With Triton's stubs sharing few cores with the
-    # services and each other, the spinning stole the cores: a 32-sample block7 batch took ~130 ms
-    # instead of ~40 ms on the 2-core machine. Passive waiting costs microseconds per parallel region.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS reports free right now (bind port 0, read it back, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def repository_models(repository: Path) -> list[str]:
-    """Models a repository serves: from its manifest, else every directory with a config.pbtxt."""
-    if (repository / MANIFEST_NAME).is_file():
-        return list(load_manifest(repository).model_names)
-    return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
-
-
-def wait_until_ready(url: str, models: list[str], timeout: float, process: subprocess.Popen | None = None,
-                     log_path: Path | None = None, interval: float = 0.1) -> None:
-    """Poll ``url`` until the server and every model are ready; raise TritonStartupError otherwise.
-
-    Fails at once if ``process`` exits, and names the models that never became ready.
-    """
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    deadline = time.monotonic() + timeout
-    pending = list(models)
-    server_ready = False
-    last_error = ""
-    with grpcclient.InferenceServerClient(url) as client:
-        while True:
-            if process is not None and process.poll() is not None:
-                raise TritonStartupError(f"tritonserver exited with code {process.returncode} during startup",
-                                         log_tail(log_path))
-            try:
-                server_ready = client.is_server_ready(client_timeout=2.0)
-                if server_ready:
-                    pending = [m for m in pending if not client.is_model_ready(m, client_timeout=2.0)]
-                    if not pending:
-                        return
-            except InferenceServerException as exc:
-                last_error = exc.message() or str(exc)
-            if time.monotonic() >= deadline:
-                what = f"models not ready: {pending}" if server_ready else "server not ready"
-                detail = f" (last error: {last_error})" if last_error else ""
-                raise TritonStartupError(f"Triton at {url} not ready after {timeout:g}s; {what}{detail}",
-                                         log_tail(log_path))
-            time.sleep(interval)
-
-
-def log_tail(path: Path | None, lines: int = 40) -> str:
-    """The last ``lines`` lines of a log file ('' if there is none)."""
-    if path is None or not Path(path).is_file():
-        return ""
-    with open(path, errors="replace") as f:
-        return "".join(deque(f, maxlen=lines)).rstrip()
-
-
-_STALE_SHM = re.compile(r"^ddnn_triton_(?:client_)?(\d+)_")
-_WORK_DIR_PREFIX = "ddnn-triton-"
-_STALE_WORK_DIR = re.compile(rf"^{_WORK_DIR_PREFIX}(\d+)-")
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def remove_stale_shared_memory(shm_dir: Path = Path("/dev/shm")) -> list[str]:
-    """Remove shared-memory files that ddnn's Tritons and clients made in processes that are gone.
-
-    Named ``ddnn_triton_<pid>_…`` (the Python backend's regions, prefix set by the launcher) and
-    ``ddnn_triton_client_<pid>_…`` (client regions); a server or client killed with SIGKILL leaves them.
-    """
-    removed = []
-    for f in shm_dir.glob("ddnn_triton_*"):
-        m = _STALE_SHM.match(f.name)
-        if m and _pid_gone(int(m.group(1))):
-            with contextlib.suppress(OSError):
-                f.unlink()
-                removed.append(f.name)
-    return removed
-
-
-def remove_stale_work_dirs(tmp_dir: Path | None = None) -> list[str]:
-    """Remove launcher work directories (``ddnn-triton-<pid>-…``) whose launcher process is gone."""
-    removed = []
-    for d in Path(tmp_dir or tempfile.gettempdir()).glob(f"{_WORK_DIR_PREFIX}*"):
-        m = _STALE_WORK_DIR.match(d.name)
-        if m and d.is_dir() and _pid_gone(int(m.group(1))):
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d.name)
-    return removed
-
-
-def _die_with_parent():
-    """preexec_fn for Linux: Triton gets SIGTERM when the thread that launched it dies.
-
-    Without it a launcher killed by SIGKILL (or by SIGTERM without a handler) leaves tritonserver
-    running forever, since it runs in a session of its own.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: the child only calls it
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-def _kill_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> bool:
-    """Wait until no process of the group is left (killed stubs take a moment to be reaped)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _cleanup(proc: subprocess.Popen, shm_prefix: str) -> None:
+def _cleanup(proc: subprocess.Popen, shm_prefix: str, wait: float) -> None:
     """Last resort when a server object is collected or the interpreter exits while Triton runs."""
     if proc.poll() is None:
-        _kill_group(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-    _kill_group(proc.pid, signal.SIGKILL)  # stubs orphaned by a killed server
-    if not _wait_group_gone(proc.pid, 5.0):
+            proc.wait(wait)
+    kill_group(proc.pid, signal.SIGKILL)  # stubs orphaned by a killed server
+    if not wait_group_gone(proc.pid, wait):
         log.warning("processes of tritonserver's group %s still exist after SIGKILL", proc.pid)
-    for f in Path("/dev/shm").glob(f"{shm_prefix}*"):
-        with contextlib.suppress(OSError):
-            f.unlink()
+    remove_shared_memory(shm_prefix)
 
 
 class TritonServer:
@@ -328,6 +116,9 @@ class TritonServer:
             whoever reaches Triton's ports cannot unload the models the cloud depends on
             (HTTP, when on, asks for the header ``ddnn-model-control`` with the same secret).
 
+    :meth:`from_config` takes a :class:`~ddnn.triton.config.TritonServerConfig` instead, which
+    also names every wait of the launcher (probe deadlines, kill and cleanup waits).
+
     On Linux Triton is told to stop (SIGTERM) when the thread that called :meth:`start` dies, so
     a killed launcher leaves no server behind: start it from a thread that outlives the server.
     """
@@ -339,24 +130,28 @@ class TritonServer:
                  shm_bytes: int = 16 << 20, extra_args: list[str] | None = None,
                  install: TritonInstall | None = None, lock_model_control: bool = True):
         repos = [repositories] if isinstance(repositories, (str, Path)) else list(repositories)
-        self.repositories = [Path(r).resolve() for r in repos]
-        for r in self.repositories:
+        config = TritonServerConfig(
+            tuple(Path(r) for r in repos), tuple(models) if models is not None else None, host, grpc_port,
+            http_port, metrics_port, Path(log_path) if log_path else None, model_control_mode, poll_secs, shm_bytes,
+            tuple(extra_args or ()), lock_model_control, startup_timeout=startup_timeout, stop_grace=stop_grace)
+        self._setup(config, install)
+
+    @classmethod
+    def from_config(cls, config: TritonServerConfig, install: TritonInstall | None = None) -> TritonServer:
+        """A server for ``config`` (not started)."""
+        server = cls.__new__(cls)
+        server._setup(config, install)
+        return server
+
+    def _setup(self, config: TritonServerConfig, install: TritonInstall | None) -> None:
+        config = replace(config, repositories=tuple(Path(r).resolve() for r in config.repositories))
+        for r in config.repositories:
             if not r.is_dir():
                 raise NotFound(f"model repository {r} does not exist")
-        if model_control_mode not in ("explicit", "poll"):
-            raise ValueError(f"model_control_mode must be 'explicit' or 'poll', got {model_control_mode!r}")
-        self.models = list(models) if models is not None else [m for r in self.repositories
-                                                                  for m in repository_models(r)]
-        self.host = host
-        self._ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
-        self.startup_timeout = startup_timeout
-        self.stop_grace = stop_grace
-        self._log_path = Path(log_path) if log_path else None
-        self.model_control_mode = model_control_mode
-        self.poll_secs = poll_secs
-        self.shm_bytes = shm_bytes
-        self.extra_args = list(extra_args or [])
-        self._control_secret = secrets.token_hex(16) if lock_model_control else ""
+        if config.models is None:
+            config = replace(config, models=tuple(m for r in config.repositories for m in repository_models(r)))
+        self.config = config
+        self._control_secret = secrets.token_hex(16) if config.lock_model_control else ""
         self._install = install
         self.process: subprocess.Popen | None = None
         self.ports: dict[str, int | None] = {}
@@ -365,6 +160,27 @@ class TritonServer:
         self._backend_dir: Path | None = None
         self._shm_prefix = ""
         self._finalizer = None
+
+    # -- settings ----------------------------------------------------------------------------
+    @property
+    def repositories(self) -> list[Path]:
+        return list(self.config.repositories)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.config.models or ())
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def startup_timeout(self) -> float:
+        return self.config.startup_timeout
+
+    @property
+    def stop_grace(self) -> float:
+        return self.config.stop_grace
 
     # -- endpoints ---------------------------------------------------------------------------
     @property
@@ -396,43 +212,8 @@ class TritonServer:
     # -- lifecycle ---------------------------------------------------------------------------
     def command(self) -> list[str]:
         """The tritonserver command line for the current ports (after :meth:`start` picked them)."""
-        install = self._install
-        p = self.ports
-        cmd = [str(install.binary)]
-        cmd += [f"--model-repository={r}" for r in self.repositories]
-        cmd += [f"--backend-directory={self._backend_dir}",
-                f"--model-control-mode={self.model_control_mode}",
-                "--strict-readiness=true", "--exit-on-error=true",
-                # The configs are complete: without this the Python backend starts one extra stub per
-                # model (importing torch) only to ask model.py for a config.
-                "--disable-auto-complete-config",
-                f"--exit-timeout-secs={max(1, int(self.stop_grace))}",
-                f"--grpc-address={self.host}", f"--grpc-port={p['grpc']}",
-                # Let clients keep idle connections alive with pings every >= 10 s (see TritonClient).
-                "--grpc-keepalive-permit-without-calls=true", "--grpc-http2-max-pings-without-data=0",
-                "--grpc-http2-min-recv-ping-interval-without-data=10000",
-                f"--backend-config=python,shm-default-byte-size={self.shm_bytes}",
-                f"--backend-config=python,shm-growth-byte-size={self.shm_bytes}",
-                f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
-                "--log-verbose=0", "--log-info=true"]
-        if self._control_secret:
-            cmd += [f"--grpc-restricted-protocol=model-repository:{CONTROL_KEY}={self._control_secret}"]
-            if self._ports["http"] is not None:
-                cmd += [f"--http-restricted-api=model-repository:{CONTROL_KEY}={self._control_secret}"]
-        if self.model_control_mode == "explicit":
-            cmd += [f"--load-model={m}" for m in self.models] if self.models else ["--load-model=*"]
-        else:
-            cmd += [f"--repository-poll-secs={self.poll_secs}"]
-        if p["http"] is None:
-            cmd += ["--allow-http=false"]
-        else:
-            cmd += ["--allow-http=true", f"--http-address={self.host}", f"--http-port={p['http']}"]
-        if p["metrics"] is None:
-            cmd += ["--allow-metrics=false"]
-        else:
-            cmd += ["--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={self.host}",
-                    f"--metrics-port={p['metrics']}"]
-        return cmd + self.extra_args
+        return [str(self._install.binary),
+                *self.config.flags(self.ports, self._backend_dir, self._shm_prefix, self._control_secret)]
 
     def start(self) -> TritonServer:
         """Launch tritonserver and wait until it and every model is ready.
@@ -444,30 +225,35 @@ class TritonServer:
         """
         if self.running:
             return self
+        cfg = self.config
         self._install = self._install or find_tritonserver()
         for name in remove_stale_shared_memory():
             log.info("removed stale shared memory /dev/shm/%s", name)
         for name in remove_stale_work_dirs():
             log.info("removed the work directory %s of a launcher that is gone", name)
-        self._work_dir = tempfile.mkdtemp(prefix=f"{_WORK_DIR_PREFIX}{os.getpid()}-")
+        self._work_dir = tempfile.mkdtemp(prefix=work_dir_prefix())
         weakref.finalize(self, shutil.rmtree, self._work_dir, True)  # if stop() is never called
         self._backend_dir = assemble_backend_directory(self._install, Path(self._work_dir) / "backends")
-        self.log_path = self._log_path or Path(self._work_dir) / "tritonserver.log"
+        self.log_path = cfg.log_path or Path(self._work_dir) / "tritonserver.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = stub_environment(install=self._install)
-        for attempt in range(3):  # a port picked free can be taken before Triton binds it
-            self.ports = {k: (free_port(self.host) if v == 0 else v) for k, v in self._ports.items()}
-            self._shm_prefix = f"ddnn_triton_{os.getpid()}_{id(self) & 0xFFFFFF:x}_{attempt}_"
+        for attempt in range(cfg.port_attempts):
+            self.ports = {k: (free_port(cfg.host) if v == 0 else v) for k, v in cfg.requested_ports.items()}
+            self._shm_prefix = server_shm_prefix(id(self), attempt)
             self._launch(env)
             try:
-                deadline = time.monotonic() + self.startup_timeout
-                wait_until_ready(self.url, self.models, self.startup_timeout, self.process, self.log_path)
-                self._wait_other_endpoints(deadline)
+                deadline = time.monotonic() + cfg.startup_timeout
+                wait_until_ready(self.url, self.models, cfg.startup_timeout, self.process, self.log_path,
+                                 interval=cfg.probe_interval, probe_timeout=cfg.probe_timeout)
+                urls = [u for u in (f"http://{self.http_url}/v2/health/ready" if self.http_url else None,
+                                    self.metrics_url) if u]
+                wait_http_endpoints(urls, deadline, cfg.startup_timeout, self.process, self.log_path,
+                                    interval=cfg.probe_interval, probe_timeout=cfg.probe_timeout)
                 log.info("Triton ready at %s (models %s, log %s)", self.url, self.models, self.log_path)
                 return self
             except TritonStartupError as exc:
                 self.stop(keep_work_dir=True)
-                if not (attempt < 2 and self._picked_port_was_taken(exc.log_tail)):
+                if not (attempt < cfg.port_attempts - 1 and self._picked_port_was_taken(exc.log_tail)):
                     self._remove_work_dir()
                     raise
                 log.warning("a port picked for Triton was taken before Triton bound it; retrying with new ports")
@@ -476,35 +262,9 @@ class TritonServer:
     def _picked_port_was_taken(self, log_text: str) -> bool:
         """Whether Triton failed because a port *we* picked was taken meanwhile (a fixed one stays taken)."""
         lines = [ln for ln in log_text.splitlines() if "in use" in ln.lower()]
-        picked = [port for name, port in self.ports.items() if self._ports[name] == 0 and port]
+        requested = self.config.requested_ports
+        picked = [port for name, port in self.ports.items() if requested[name] == 0 and port]
         return any(f":{port}" in ln for ln in lines for port in picked)
-
-    def _wait_other_endpoints(self, deadline: float) -> None:
-        """Triton reports ready over gRPC before it has bound HTTP and metrics, and exits if either
-        port is taken: wait until they answer too (or the process exits)."""
-        import urllib.error
-        import urllib.request
-
-        urls = [u for u in (f"http://{self.http_url}/v2/health/ready" if self.http_url else None, self.metrics_url)
-                if u]
-        for url in urls:
-            while True:
-                if self.process.poll() is not None:
-                    raise TritonStartupError(f"tritonserver exited with code {self.process.returncode} during "
-                                             "startup", log_tail(self.log_path))
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
-                if time.monotonic() >= deadline:
-                    raise TritonStartupError(f"Triton endpoint {url} not answering after {self.startup_timeout:g}s",
-                                             log_tail(self.log_path))
-                time.sleep(0.1)
-        if self.process.poll() is not None:
-            raise TritonStartupError(f"tritonserver exited with code {self.process.returncode} during startup",
-                                     log_tail(self.log_path))
 
     def _launch(self, env: dict[str, str]) -> None:
         cmd = self.command()
@@ -513,8 +273,8 @@ class TritonServer:
             # Own session: stop() can signal Triton and the stub processes it forks, and nothing else.
             self.process = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=env, start_new_session=True, cwd=self._work_dir,
-                                            preexec_fn=_die_with_parent())
-        self._finalizer = weakref.finalize(self, _cleanup, self.process, self._shm_prefix)
+                                            preexec_fn=die_with_parent())
+        self._finalizer = weakref.finalize(self, _cleanup, self.process, self._shm_prefix, self.config.cleanup_wait)
 
     def stop(self, keep_work_dir: bool = False) -> int | None:
         """SIGTERM (Triton drains in-flight requests), SIGKILL after ``stop_grace``; returns the exit code."""
@@ -525,11 +285,12 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(self.stop_grace + 5)  # Triton itself gives up on in-flight work after stop_grace
+                # Triton itself gives up on in-flight work after stop_grace; the margin is its teardown.
+                proc.wait(self.config.stop_grace + self.config.stop_margin)
             except subprocess.TimeoutExpired:
                 log.warning("tritonserver (pid %s) did not stop after SIGTERM; killing it", proc.pid)
-                _kill_group(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+                kill_group(proc.pid, signal.SIGKILL)
+                proc.wait(self.config.kill_wait)
         if self._finalizer is not None:
             self._finalizer()  # stray stubs, leftover shared memory
             self._finalizer = None
@@ -574,59 +335,7 @@ class ExistingTriton:
         self.stop()
 
 
-def triton(address: str | None = None, repository: str | Path | list[str | Path] | None = None,
-           **kwargs) -> TritonServer | ExistingTriton:
-    """The Triton a service should use: the one at ``address`` if given, else one launched on ``repository``.
+if __name__ == "__main__":  # `python -m ddnn.triton.server`, as documented before `python -m ddnn.triton`
+    import runpy
 
-    ``models`` (and the other keyword arguments of :class:`TritonServer`) pass through.
-    """
-    if address:
-        allowed = {k: v for k, v in kwargs.items() if k in ("models", "startup_timeout")}
-        return ExistingTriton(address, **allowed)
-    if repository is None:
-        raise ValueError("give a Triton address or a model repository to launch Triton on")
-    return TritonServer(repository, **kwargs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ddnn.triton.server REPO [REPO ...]``: run Triton in the foreground until SIGTERM/Ctrl-C."""
-    import argparse
-    import json
-
-    from ddnn.logs import configure_logging
-
-    p = argparse.ArgumentParser(prog="python -m ddnn.triton.server", description=main.__doc__)
-    p.add_argument("repositories", nargs="+", help="model repositories (ddnn export-triton output)")
-    p.add_argument("--models", help="models to load, comma-separated (default: every model listed)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--grpc-port", type=int, default=0, help="0 = a free port")
-    p.add_argument("--http-port", type=int, default=0, help="0 = a free port, -1 = off")
-    p.add_argument("--metrics-port", type=int, default=0, help="0 = a free port, -1 = off")
-    p.add_argument("--log", help="tritonserver log file (default: a temporary file)")
-    p.add_argument("--startup-timeout", type=float, default=120.0)
-    args = p.parse_args(argv)
-    configure_logging()
-    server = TritonServer(args.repositories, models=args.models.split(",") if args.models else None,
-                          host=args.host, grpc_port=args.grpc_port,
-                          http_port=None if args.http_port < 0 else args.http_port,
-                          metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-                          log_path=args.log, startup_timeout=args.startup_timeout)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    try:
-        with server:
-            print(json.dumps({"grpc": server.url, "http": server.http_url, "metrics": server.metrics_url,
-                              "models": server.models, "log": str(server.log_path), "pid": server.process.pid}),
-                  flush=True)
-            while not stopping and server.running:
-                time.sleep(0.5)
-            if not server.running:
-                log.error("tritonserver exited with code %s:\n%s", server.process.returncode, server.log_tail())
-                return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("ddnn.triton", run_name="__main__", alter_sys=True)

@@ -21,9 +21,9 @@ from ddnn.evaluation import (
     route_samples,
     split_costs,
 )
-from ddnn.evaluation.sweep import kept_at_accuracy
 from ddnn.models import ModelSpec, build_model, cloud_part, count_macs
 from ddnn.policies import DropRule, EdgePolicy, MaxSoftmaxCriterion
+from ddnn.sweep import kept_at_accuracy
 from tests.conftest import random_images
 
 

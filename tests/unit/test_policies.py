@@ -235,6 +235,44 @@ def test_policy_file_errors_name_the_exit(tmp_path):
         EdgePolicy.load(path)
 
 
+def test_bad_drop_rule_message_shows_the_expected_shape():
+    doc = {"format": "ddnn.policy/v1", "exits": {"e1": {"kind": "max_softmax", "threshold": 0.5}},
+           "drop": {"kind": "entropy", "threshold": 0.5}}
+    with pytest.raises(PolicyError) as err:
+        EdgePolicy.from_dict(doc)
+    # Single braces: the user is shown the JSON to write, not format-string escapes.
+    assert str(err.value) == "policy: field 'drop' must be null or {'kind': 'normalized_entropy', 'threshold': T}"
+
+
+# --- the ExitCriterion contract ------------------------------------------------------------------
+
+def test_every_registered_criterion_implements_the_whole_contract():
+    # Calibration and the SLO controller call these on any criterion; a kind missing one must
+    # fail when it is defined and used, not when a service first calibrates or controls it.
+    needed = {"knob", "with_knob", "confidence", "accept", "critical_knob", "knob_bounds", "to_dict", "_from_dict"}
+    assert needed <= ExitCriterion.__abstractmethods__
+    assert set(ExitCriterion.registry) == {"max_softmax", "entropy", "normalized_entropy", "ao_margin"}
+    for kind, cls in ExitCriterion.registry.items():
+        assert not cls.__abstractmethods__, f"{kind} leaves {sorted(cls.__abstractmethods__)} abstract"
+
+
+def test_a_criterion_without_critical_knob_cannot_be_made():
+    class NoFlipPoints(MaxSoftmaxCriterion):
+        kind = ""  # unregistered, so the real max_softmax stays in the registry
+        critical_knob = ExitCriterion.critical_knob  # the abstract declaration again
+
+    with pytest.raises(TypeError, match="critical_knob"):
+        NoFlipPoints(0.5)
+
+
+@pytest.mark.parametrize(("crit", "bounds"), [
+    (MaxSoftmaxCriterion(0.5), (0.0, 1.0)), (EntropyCriterion(0.5), (0.0, math.log(10))),
+    (NormalizedEntropyCriterion(0.5), (0.0, 1.0)), (fit_ao_margin(*synthetic_probs(200)), (0.0, None)),
+])
+def test_knob_bounds_per_kind(crit, bounds):
+    assert crit.knob_bounds(10) == bounds
+
+
 # --- EdgePolicy.decide ------------------------------------------------------------------------------
 
 def test_decide_exits_continues_and_drops_only_at_the_last_exit():

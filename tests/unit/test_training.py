@@ -97,3 +97,16 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     torch.save({"format": "other"}, bad)
     with pytest.raises(CheckpointError, match="format 'other'"):
         load_checkpoint(bad)
+
+
+def test_experiments_and_the_cli_read_train_flags_alike():
+    # `ddnn reproduce` records each run as a `ddnn train` command and trains it through the library
+    # (ddnn.training.flags), so that command must mean the same config on the command line.
+    from ddnn.cli import build_parser
+    from ddnn.training.flags import config_from_args, config_from_argv
+
+    argv = ["--hybrid", "10E+8C", "--quant-bits", "1", "--hybrid-exits", "1", "--loss-weights", "block5=0.6,final=0.4",
+            "--depth", "20", "--epochs", "1", "--lr", "0.05", "--limit", "24000", "--no-progress", "-o", "x.pt"]
+    from_cli = config_from_args(build_parser().parse_args(["train", *argv]))
+    assert config_from_argv(argv) == from_cli
+    assert from_cli.quant_blocks == 5 and from_cli.exits == (5,)

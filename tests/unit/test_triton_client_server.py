@@ -158,3 +158,32 @@ def test_stale_shared_memory_of_dead_processes_is_removed(tmp_path):
         (work / n / "backends").mkdir(parents=True)
     assert remove_stale_work_dirs(work) == [f"ddnn-triton-{dead_pid}-abc"]
     assert sorted(p.name for p in work.iterdir()) == [f"ddnn-triton-{os.getpid()}-abc", "ddnn-triton-legacy"]
+
+
+def test_server_config_builds_the_flags_and_names_its_timeouts():
+    from ddnn.triton.config import CONTROL_KEY, TritonServerConfig
+
+    cfg = TritonServerConfig((Path("/repo"),), models=("m1", "m2"), http_port=None, stop_grace=3.5)
+    flags = cfg.flags({"grpc": 8001, "http": None, "metrics": 8002}, Path("/b"), "pfx_", "s3cret")
+    assert flags[:2] == ["--model-repository=/repo", "--backend-directory=/b"]
+    for flag in ("--grpc-port=8001", "--metrics-port=8002", "--allow-http=false", "--load-model=m1",
+                 "--load-model=m2", "--exit-timeout-secs=3", "--backend-config=python,shm-region-prefix-name=pfx_",
+                 f"--grpc-restricted-protocol=model-repository:{CONTROL_KEY}=s3cret"):
+        assert flag in flags
+    assert not any(f.startswith("--http-restricted-api") for f in flags)  # HTTP is off: nothing to lock
+    unlocked = TritonServerConfig((Path("/repo"),), model_control_mode="poll").flags(
+        {"grpc": 1, "http": 2, "metrics": None}, Path("/b"), "p_")
+    assert "--repository-poll-secs=5" in unlocked and "--allow-metrics=false" in unlocked
+    assert not any("restricted" in f for f in unlocked)
+    with pytest.raises(ValueError, match="probe_timeout"):
+        TritonServerConfig((), probe_timeout=-1.0)
+
+
+def test_server_from_config_resolves_repositories_and_models(tmp_path):
+    from ddnn.triton.config import TritonServerConfig
+
+    (tmp_path / "a" / "1").mkdir(parents=True)
+    (tmp_path / "a" / "config.pbtxt").write_text("")
+    server = TritonServer.from_config(TritonServerConfig((tmp_path,), stop_grace=2.0))
+    assert server.models == ["a"] and server.repositories == [tmp_path.resolve()] and server.stop_grace == 2.0
+    assert not server.running
