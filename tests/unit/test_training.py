@@ -74,7 +74,7 @@ def test_resume_continues_to_the_same_result(tmp_path, data):
     finally:
         loop.evaluate_exits = real
     assert (tmp_path / "part.pt.state").exists()
-    part_cfg.resume = True
+    part_cfg = part_cfg.replace(resume=True)
     resumed = load_checkpoint(train(part_cfg, progress=False))
     sf, sr = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(sf[k].float(), sr[k].float(), atol=1e-6) for k in sf)
