@@ -6,8 +6,6 @@ the options that are not training settings (``--hybrid``, ``--no-progress``) are
 
 from __future__ import annotations
 
-import argparse
-
 from ddnn.training.cli_args import add_config_arguments, config_from_args, parse_ints, parse_weights
 
 __all__ = ["parse_ints", "parse_weights", "register", "run"]

@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 
 def _f(default, help: str, **meta):
-    """A dataclass field with its CLI help (and optional flag metadata)."""
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
+    """A dataclass field (immutable default) with its CLI help and optional flag metadata."""
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -43,8 +41,8 @@ class TrainConfig:
     mode: str = _f("joint", "joint: weighted sum of every exit's loss; separate: frozen backbone, exits only",
                    choices=("joint", "separate"))
     init: str | None = _f(None, "checkpoint to start from (required for --mode separate)")
-    loss_weights: dict[str, float] = _f({}, "lambda_k per exit, e.g. block7=0.3,block12=0.3,final=1.0",
-                                        parse="weights")
+    loss_weights: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "lambda_k per exit, e.g. block7=0.3,block12=0.3,final=1.0", "parse": "weights"})
     default_exit_weight: float = _f(0.5, "lambda for early exits not named")
     epochs: int = _f(30, "training epochs (at most, with --time-budget)")
     batch_size: int = _f(128, "images per step")
