@@ -50,14 +50,18 @@ class WhiteningStem(nn.Module):
 
 
 class ConvGroup(nn.Sequential):
-    """conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU (airbench's ConvGroup)."""
+    """conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU (airbench's ConvGroup).
+
+    As in airbench the BN scales stay at 1 (only the shifts learn): with the recipe's large
+    learning rates a learnable scale destabilises training."""
 
     def __init__(self, in_ch: int, out_ch: int):
+        bn1, bn2 = nn.BatchNorm2d(out_ch), nn.BatchNorm2d(out_ch)
+        for bn in (bn1, bn2):
+            bn.weight.requires_grad_(False)
         super().__init__(
-            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.MaxPool2d(2),
-            nn.BatchNorm2d(out_ch), nn.GELU(),
-            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_ch), nn.GELU(),
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.MaxPool2d(2), bn1, nn.GELU(),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False), bn2, nn.GELU(),
         )
 
 

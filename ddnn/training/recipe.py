@@ -15,7 +15,7 @@ from torch import nn
 from ddnn.training.config import TrainConfig
 
 TRIANGLE_START = 0.2  # airbench: the schedule starts at 20% of the peak
-NORM_BIAS_LR_SCALE = 64.0  # airbench's bias_scaler: BN parameters learn 64x faster under sgd-decoupled
+NORM_BIAS_LR_SCALE = 64.0  # airbench's bias_scaler: BN shifts learn 64x faster under sgd-decoupled
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int, warmup: int) -> float:
@@ -50,8 +50,7 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, params: list[nn.Parameter
     lr = cfg.lr / scale
     wd = cfg.weight_decay * cfg.batch_size / scale
     wanted = {id(p) for p in params}
-    norm = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d)
-            for p in m.parameters(recurse=False) if id(p) in wanted]
+    norm = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d) and id(m.bias) in wanted]
     norm_ids = {id(p) for p in norm}
     other = [p for p in params if id(p) not in norm_ids]
     groups = [{"params": other, "lr": lr, "peak_lr": lr, "weight_decay": wd / lr}]
