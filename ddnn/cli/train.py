@@ -1,10 +1,11 @@
-"""``ddnn train``: train a multi-exit network (joint or separate optimization)."""
+"""``ddnn train``: train a multi-exit network (joint or separate optimization).
+
+The flags come from :class:`ddnn.training.TrainConfig` (see :mod:`ddnn.training.cli_args`).
+"""
 
 from __future__ import annotations
 
-import argparse
-
-from ddnn.training.flags import add_train_arguments, apply_hybrid, config_from_args
+from ddnn.training.cli_args import add_train_arguments, apply_hybrid, config_from_args
 
 __all__ = ["apply_hybrid", "register", "run"]  # apply_hybrid: kept importable from here for existing callers
 
@@ -13,8 +14,8 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a multi-exit CNN",
                        description="Train a multi-exit CNN on CIFAR. Joint optimization sums the "
                        "per-exit cross-entropy losses weighted by lambda_k; separate optimization "
-                       "freezes a trained backbone (--init) and trains only the exit heads.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "freezes a trained backbone (--init) and trains only the exit heads. "
+                       "--recipe fast trains the compact (airbench-style) network in minutes on a CPU.")
     add_train_arguments(p)
     p.set_defaults(func=run)
 

@@ -17,7 +17,7 @@ from ddnn.checkpoint import CheckpointError, load_checkpoint
 from ddnn.data import ImageArrays, load_split
 from ddnn.paths import default_test_source, default_train_root
 from ddnn.training import train
-from ddnn.training.flags import config_from_argv
+from ddnn.training.cli_args import config_from_argv
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ddnn.models.compact import ConvGroup, MaxPoolHead, WhiteningStem, compact_plan
 from ddnn.models.heads import ExitHead, FinalHead
 from ddnn.models.plain import PlainBlock, plain_block_plan
 from ddnn.models.resnet import BasicBlock, resnet_block_plan, resnet_stem
@@ -73,7 +74,8 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:  # the compact net's final layer has none
+                nn.init.zeros_(m.bias)
     # Zero-init the last BN of each residual branch: blocks start as identities, which trains
     # faster and more stably (Goyal et al. 2017).
     for m in model.modules():
@@ -98,6 +100,14 @@ def build_model(spec: ModelSpec) -> MultiExitNet:
                 blocks.append(BasicBlock(cin, cout, stride))
             spatial //= stride
             shapes.append((cout, spatial, spatial))
+    elif spec.arch == "compact":
+        stem = WhiteningStem()
+        spatial = 32 - stem.conv.kernel_size[0] + 1  # no padding: 31
+        shapes[0] = (3, 32, 32)
+        for cin, cout in compact_plan(w):
+            blocks.append(ConvGroup(cin, cout))
+            spatial //= 2
+            shapes.append((cout, spatial, spatial))
     else:
         stem = nn.Identity()
         spatial = 32
@@ -105,7 +115,10 @@ def build_model(spec: ModelSpec) -> MultiExitNet:
             blocks.append(PlainBlock(cin, cout, down))
             spatial //= 2 if down else 1
             shapes.append((cout, spatial, spatial))
-    final = FinalHead(shapes[-1][0], spec.num_classes)
+    if spec.arch == "compact":
+        final: nn.Module = MaxPoolHead(shapes[-1][0], spec.num_classes)
+    else:
+        final = FinalHead(shapes[-1][0], spec.num_classes)
     model = MultiExitNet(spec, stem, blocks, shapes, final)
     _init_weights(model)
     return model

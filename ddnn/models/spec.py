@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-ARCHS = ("resnet", "plain")
+ARCHS = ("resnet", "plain", "compact")
 RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
+DEFAULT_WIDTH = {"resnet": 16, "plain": 32, "compact": 64}
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,15 @@ class ModelSpec:
 
     Attributes:
         arch: ``resnet`` (He et al. CIFAR ResNet, 6n+2 layers) or ``plain`` (the plain CNN of Lee et
-            al.: nine blocks, early exits after any of the first eight).
+            al.: nine blocks, early exits after any of the first eight) or ``compact`` (the airbench
+            network: whitening stem and three conv groups, early exits after group 1 or 2).
         depth: ResNet depth (8, 14, 20, 32, 44, 56, 110); ignored for ``plain``.
         num_classes: output classes.
         exits: block indices (1-based) after which an early exit is attached; the final exit
             is always present.
         exit_pool: kernel (and stride) of the exit's average pooling before its FC layer.
-        width: channels of the first stage (ResNet: 16; plain: 32), doubled at each downsampling.
+        width: channels of the first stage (ResNet: 16; plain: 32; compact: 64), doubled at each
+            downsampling (compact: w, 4w, 4w).
         quant: optional quantized edge blocks.
     """
 
@@ -68,11 +71,13 @@ class ModelSpec:
     def num_blocks(self) -> int:
         if self.arch == "plain":
             return 9
+        if self.arch == "compact":
+            return 3
         return 3 * ((self.depth - 2) // 6)
 
     @property
     def base_width(self) -> int:
-        return self.width or (16 if self.arch == "resnet" else 32)
+        return self.width or DEFAULT_WIDTH[self.arch]
 
     @property
     def exit_names(self) -> tuple[str, ...]:
@@ -81,9 +86,10 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
+        if self.arch == "compact":
+            return f"compact{self.base_width}"
         base = f"resnet{self.depth}" if self.arch == "resnet" else "plaincnn"
-        default = 16 if self.arch == "resnet" else 32
-        return base if self.base_width == default else f"{base}w{self.base_width}"
+        return base if self.base_width == DEFAULT_WIDTH[self.arch] else f"{base}w{self.base_width}"
 
     def to_dict(self) -> dict:
         d = asdict(self)

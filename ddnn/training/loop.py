@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import random
@@ -17,10 +16,14 @@ from torch import nn
 from tqdm import tqdm
 
 from ddnn.checkpoint import load_checkpoint, save_checkpoint
-from ddnn.data import DatasetError, load_split, random_crop_flip, to_tensor, train_val_split
+from ddnn.data import DatasetError, load_split, to_tensor, train_val_split
 from ddnn.models import ModelSpec, MultiExitNet, QuantSpec, build_model
+from ddnn.models.compact import whitening_stem
 from ddnn.paths import default_train_root
 from ddnn.training.config import TrainConfig
+from ddnn.training.recipe import WeightAverage, crop_flip, flip_mask, lr_factor, make_optimizer
+
+WHITEN_SAMPLE = 5000  # training images the whitening stem's patch statistics come from
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +51,6 @@ def exit_weights(cfg: TrainConfig, spec: ModelSpec) -> dict[str, float]:
     w["final"] = 1.0
     w.update(cfg.loss_weights)
     return w
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` then cosine decay to zero."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * peak * (1.0 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -106,8 +101,16 @@ def _load_init(model: MultiExitNet, path: str) -> dict:
             "train_seconds": src.meta.get("train_seconds"), "init": src.meta.get("init")}
 
 
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+
+
 def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> Path:
-    """Run one training job described by ``cfg``; return the checkpoint path."""
+    """Run one training job described by ``cfg`` (never modified); return the checkpoint path."""
     t_start = time.time()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -126,6 +129,10 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
                      cfg.exit_pool, cfg.width, quant)
     model = build_model(spec)
     init_meta = _load_init(model, cfg.init) if cfg.init else None
+    stem = whitening_stem(model)
+    if stem is not None and cfg.whiten_init and not cfg.init:
+        pick = np.random.default_rng(cfg.seed).permutation(len(train_idx))[:WHITEN_SAMPLE]
+        stem.init_from(to_tensor(torch.from_numpy(arrays.images[train_idx[np.sort(pick)]]), torch.device("cpu")))
     separate = cfg.mode == "separate"
     params = _freeze_backbone(model) if separate else list(model.parameters())
     weights = exit_weights(cfg, spec)
@@ -145,17 +152,21 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          weight_decay=cfg.weight_decay)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    opt = make_optimizer(cfg, model, [p for p in params if p.requires_grad])
+    reduction = "sum" if cfg.optimizer == "sgd-decoupled" else "mean"
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction=reduction)
     order_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    amp = cfg.amp and device.type == "cuda"
+    flip_base = (torch.rand(n, generator=torch.Generator().manual_seed(cfg.seed + 2)) < 0.5
+                 if cfg.alternating_flip else None)
+    amp = (cfg.amp and device.type == "cuda") or (cfg.cpu_bf16 and device.type == "cpu" and _cpu_has_bf16())
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
     out = Path(cfg.out)
     state_path = out.with_name(out.name + ".state")
     history: list[dict] = []
     start_epoch = 0
+    epochs_planned = cfg.epochs
     if cfg.resume and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         model.load_state_dict(st["model"])
@@ -163,13 +174,17 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
         order_gen.set_state(st["order_gen"])
         aug_gen.set_state(st["aug_gen"])
         history, start_epoch = st["history"], st["epoch"]
+        epochs_planned = st.get("epochs_total", cfg.epochs)  # a time budget's choice survives a resume
+        if average is not None and st.get("average"):
+            average.state = st["average"]
         log.info("resumed from %s at epoch %d", state_path, start_epoch)
 
     log.info("training %s exits=%s on %s: %d train / %d val images, %d epochs, weights %s",
              spec.label, list(spec.exit_names), device, n, len(y_val), cfg.epochs, weights)
     epochs_bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {spec.label}", unit="epoch",
                       initial=start_epoch, total=cfg.epochs, disable=True if progress is False else None)
-    epochs = cfg.epochs
+    epochs = epochs_planned
+    total_steps = steps_per_epoch * epochs
     for epoch in epochs_bar:
         if epoch >= epochs:
             break
@@ -178,11 +193,13 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
         perm = torch.randperm(n, generator=order_gen).to(device)
         loss_sum = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
-            lr = lr_at(epoch * steps_per_epoch + step, total_steps, warmup, cfg.lr)
+            factor = lr_factor(cfg, epoch * steps_per_epoch + step, total_steps, warmup)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = g["peak_lr"] * factor
+            lr = cfg.lr * factor
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = random_crop_flip(to_tensor(x_train[idx], device), aug_gen)
+            flips = flip_mask(idx, epoch, flip_base, aug_gen)
+            xb = crop_flip(to_tensor(x_train[idx], device), aug_gen, cfg.crop_padding, flips)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y_train[idx]
@@ -192,7 +209,9 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.detach()
+            if average is not None:
+                average.update(model)
+            loss_sum += loss.detach() / (len(idx) if reduction == "sum" else 1)
         if cfg.time_budget and epoch == 0 and start_epoch == 0:
             # Fix the epoch count from the first epoch's cost. The warm-up covers epoch 1, so the
             # LR schedule of that epoch does not depend on the total: `--epochs N` replays it.
@@ -200,7 +219,6 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             remaining = cfg.time_budget - (time.time() - t_start)
             epochs = max(2, min(cfg.epochs, 1 + int(remaining / (per_epoch * 1.05))))
             total_steps = steps_per_epoch * epochs
-            cfg.epochs = epochs
             epochs_bar.total = epochs
             log.info("time budget %.0fs: %.1fs/epoch -> %d epochs", cfg.time_budget, per_epoch, epochs)
         record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch, "lr": lr,
@@ -210,13 +228,16 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
         history.append(record)
         epochs_bar.set_postfix(loss=f"{record['loss']:.3f}",
                                val=f"{record.get('val_accuracy', {}).get('final', float('nan')):.4f}")
-        log.info("epoch %d/%d loss %.4f val %s (%.1fs)", epoch + 1, cfg.epochs, record["loss"],
+        log.info("epoch %d/%d loss %.4f val %s (%.1fs)", epoch + 1, epochs, record["loss"],
                  record.get("val_accuracy"), record["seconds"])
         state_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                    "order_gen": order_gen.get_state(), "aug_gen": aug_gen.get_state(), "history": history},
+                    "order_gen": order_gen.get_state(), "aug_gen": aug_gen.get_state(), "history": history,
+                    "average": average.state if average is not None else None, "epochs_total": epochs},
                    state_path)
 
+    if average is not None:  # the averaged weights are what is evaluated and shipped
+        average.load_into(model)
     val_acc = evaluate_exits(model, x_val, y_val)  # fp32, what calibration will see
     meta = {
         "data": {"name": arrays.name, "source": str(root), "split": "train", "train_count": int(n),
@@ -224,7 +245,7 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
                  "limit": cfg.limit},
         "metrics": {"val_accuracy": val_acc},
         "loss_weights": weights,
-        "config": cfg.to_dict(),
+        "config": cfg.replace(epochs=epochs).to_dict(),  # the epochs run (a time budget picks them)
         "command": command,
         "init": init_meta,
         "history": history,

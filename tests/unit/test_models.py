@@ -45,10 +45,10 @@ def test_exit_outputs_and_shapes():
 
 
 @settings(max_examples=12, deadline=None)
-@given(arch=st.sampled_from(["resnet", "plain"]), data=st.data())
+@given(arch=st.sampled_from(["resnet", "plain", "compact"]), data=st.data())
 def test_edge_then_cloud_equals_full_model_at_every_split(arch, data):
     depth = 14
-    n_blocks = 9 if arch == "plain" else 6
+    n_blocks = {"plain": 9, "resnet": 6, "compact": 3}[arch]
     exits = tuple(sorted(data.draw(st.sets(st.integers(1, n_blocks - 1), min_size=1, max_size=3))))
     m = small(arch=arch, depth=depth, exits=exits, width=4)
     x = torch.randn(data.draw(st.integers(1, 4)), 3, 32, 32)

@@ -134,16 +134,18 @@ def test_hybrid_must_cover_the_resnet():
 def test_train_cli_hybrid_flag_sets_quant_blocks_and_exit():
     from ddnn.cli import build_parser
     from ddnn.cli.train import apply_hybrid
+    from ddnn.training.cli_args import config_from_args
 
-    args = build_parser().parse_args(["train", "--hybrid", "16E+14C", "--quant-bits", "1"])
-    apply_hybrid(args)
-    assert args.quant_blocks == 8 and args.exits == (8,)
-    args = build_parser().parse_args(["train", "--depth", "20", "--hybrid", "12E+6C", "--quant-bits", "2",
-                                      "--hybrid-exits", "2"])
-    apply_hybrid(args)
-    assert args.quant_blocks == 6 and args.exits == (3, 6)
+    def resolved(argv):
+        args = build_parser().parse_args(["train", *argv])
+        return apply_hybrid(config_from_args(args), args.hybrid, args.hybrid_exits)
+
+    cfg = resolved(["--hybrid", "16E+14C", "--quant-bits", "1"])
+    assert cfg.quant_blocks == 8 and cfg.exits == (8,)
+    cfg = resolved(["--depth", "20", "--hybrid", "12E+6C", "--quant-bits", "2", "--hybrid-exits", "2"])
+    assert cfg.quant_blocks == 6 and cfg.exits == (3, 6)
     with pytest.raises(ValueError, match="quant-bits"):
-        apply_hybrid(build_parser().parse_args(["train", "--hybrid", "16E+14C"]))
+        resolved(["--hybrid", "16E+14C"])
 
 
 def test_init_from_full_precision_copies_convs_into_quant_blocks():

@@ -74,7 +74,7 @@ def test_resume_continues_to_the_same_result(tmp_path, data):
     finally:
         loop.evaluate_exits = real
     assert (tmp_path / "part.pt.state").exists()
-    part_cfg.resume = True
+    part_cfg = part_cfg.replace(resume=True)
     resumed = load_checkpoint(train(part_cfg, progress=False))
     sf, sr = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(sf[k].float(), sr[k].float(), atol=1e-6) for k in sf)
@@ -101,9 +101,9 @@ def test_checkpoint_errors_name_the_file(tmp_path):
 
 def test_experiments_and_the_cli_read_train_flags_alike():
     # `ddnn reproduce` records each run as a `ddnn train` command and trains it through the library
-    # (ddnn.training.flags), so that command must mean the same config on the command line.
+    # (ddnn.training.cli_args), so that command must mean the same config on the command line.
     from ddnn.cli import build_parser
-    from ddnn.training.flags import config_from_args, config_from_argv
+    from ddnn.training.cli_args import config_from_args, config_from_argv
 
     argv = ["--hybrid", "10E+8C", "--quant-bits", "1", "--hybrid-exits", "1", "--loss-weights", "block5=0.6,final=0.4",
             "--depth", "20", "--epochs", "1", "--lr", "0.05", "--limit", "24000", "--no-progress", "-o", "x.pt"]
