@@ -26,6 +26,7 @@ import numpy as np
 
 from ddnn.checkpoint import Checkpoint
 from ddnn.data import DatasetError, ImageArrays, load_split, train_val_split
+from ddnn.engines.base import TORCH_FP32, EngineSpec
 from ddnn.errors import PolicyError
 from ddnn.evaluation import accuracy_metrics, exit_logits, route_samples
 from ddnn.paths import REPO_ROOT, default_train_root
@@ -285,12 +286,16 @@ def validation_split(checkpoint: Checkpoint, data: str | Path | None = None) -> 
 def calibrate_checkpoint(checkpoint: Checkpoint, method: str, target: Target, exits: Sequence[str] | None = None,
                          data: str | Path | None = None, drop_threshold: float | None = None,
                          bandwidth: float = DEFAULT_BANDWIDTH, min_pair_samples: int = DEFAULT_MIN_PAIR_SAMPLES,
-                         pairwise: bool = True, command: str = "", progress: bool | None = None) -> Calibration:
+                         pairwise: bool = True, command: str = "", progress: bool | None = None,
+                         engine: EngineSpec | None = None) -> Calibration:
     """Calibrate on the checkpoint's validation split; ``exits`` default to its deepest edge exit.
 
-    The policy's ``meta`` records the method, target, achieved validation numbers, the exits,
-    the checkpoint's path and sha256, and the validation data.
+    The logits are those of ``engine`` (default torch fp32): thresholds fitted to one engine's
+    logits are what that engine should run with. The policy's ``meta`` records the method, target,
+    achieved validation numbers, the exits, the checkpoint's path and sha256, the validation data
+    and the engine.
     """
+    engine = engine or TORCH_FP32
     edge = [e for e in checkpoint.exit_names if e != "final"]
     exits = list(exits) if exits else edge[-1:]
     unknown = [e for e in exits if e not in edge]
@@ -298,7 +303,7 @@ def calibrate_checkpoint(checkpoint: Checkpoint, method: str, target: Target, ex
         raise PolicyError(f"--exits {','.join(exits)}: not edge exits of the checkpoint; its edge exits: {edge}")
     exits = [e for e in edge if e in exits]  # depth order
     val = validation_split(checkpoint, data)
-    logits = exit_logits(checkpoint, val, progress=progress)
+    logits = exit_logits(checkpoint, val, progress=progress, engine=engine)
     recorded = ((checkpoint.meta.get("metrics") or {}).get("val_accuracy") or {}).get("final")
     measured = float((logits["final"].argmax(axis=1) == val.labels).mean())
     if recorded is not None and abs(measured - recorded) > 0.01:
@@ -311,6 +316,7 @@ def calibrate_checkpoint(checkpoint: Checkpoint, method: str, target: Target, ex
         "checkpoint": repo_relative(checkpoint.path), "checkpoint_sha256": checkpoint.sha256,
         "validation_data": {"source": repo_relative(val.source), "val_fraction": d.get("val_fraction"),
                             "split_seed": d.get("split_seed"), "limit": d.get("limit"), "count": len(val)},
-        "command": command, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "engine": engine.to_dict(), "command": command,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     return result

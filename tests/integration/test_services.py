@@ -84,7 +84,7 @@ def test_distributed_equals_in_process(edge, work, test_images):
     ids = np.array([int(r["sample_id"]) for r in rows])
     assert len(set(ids)) == N_EQUIV and len(set(test_images[1][ids])) == 10  # a shuffled subset: all classes
     ck = load_checkpoint(SHIPPED_CHECKPOINT)
-    ref = InProcessPipeline(split_at(ck.model, "block7", ["block7"]), EdgePolicy.from_dict(POLICY))
+    ref = InProcessPipeline.from_split(split_at(ck.model, "block7", ["block7"]), EdgePolicy.from_dict(POLICY))
     offline = ref.run(test_images[0][ids])  # same images, same order, same batches of 32
     assert [r["exit"] for r in rows] == offline.exit
     assert np.array_equal([int(r["prediction"]) for r in rows], offline.prediction)
