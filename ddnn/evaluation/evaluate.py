@@ -75,7 +75,7 @@ def evaluate(checkpoint: Checkpoint | str | Path, arrays: ImageArrays, policy: E
             log.warning("policy was calibrated for checkpoint %s…, not %s…", fitted_for[:12], ck.sha256[:12])
             info["policy_checkpoint_mismatch"] = True
         fitted_engine = policy_engine(policy.meta)
-        if fitted_engine.name != engine.name:
+        if fitted_engine.precision != engine.precision:
             log.warning("policy was calibrated for engine %s, evaluated on %s: its thresholds assume the other "
                         "engine's logits", fitted_engine.name, engine.name)
             info["policy_engine_mismatch"] = fitted_engine.name
