@@ -93,6 +93,14 @@ def _edge_graph(edge: EdgePart, split: str, cloud_split: str, out: Path, meta: d
     return EdgeGraph(split, tuple(edge.exit_names), shape, edge.offload, {Precision.FP32.value: file}, cloud_split)
 
 
+def export_cloud_graph(checkpoint: Checkpoint, split: str, position: int, out: Path) -> CloudGraph:
+    """Export the cloud part of ``checkpoint`` from block ``position`` (0 = pixels) as ``out/cloud-<split>.onnx``."""
+    model = checkpoint.model.eval().cpu()
+    cloud = cloud_part(model, position)
+    shape = IMAGE_SHAPE if position == 0 else tuple(cloud.input_shape)
+    return _cloud_graph(cloud, split, position, shape, out, {"ddnn.checkpoint_sha256": checkpoint.sha256})
+
+
 def default_modes(edge_splits: list[str]) -> dict[str, str]:
     """The edge service's modes: ``normal`` runs the deepest edge exit, ``ws`` the shallowest."""
     return {"normal": edge_splits[-1], "ws": edge_splits[0]}
