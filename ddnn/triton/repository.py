@@ -245,6 +245,8 @@ def _source(source) -> tuple[Bundle, object]:
         return source, None
     if isinstance(source, (str, Path)) and is_bundle(source):
         return load_bundle(source), None
+    if isinstance(source, (str, Path)) and is_bundle(Path(source).with_suffix(".bundle")):
+        return load_bundle(Path(source).with_suffix(".bundle")), None  # the shipped bundle: no torch needed
     from ddnn.checkpoint import Checkpoint, load_checkpoint
     from ddnn.export.cache import bundle_for
 
