@@ -119,3 +119,16 @@ def test_exit_logits_per_engine_use_the_shipped_bundle_and_their_own_cache():
     assert not np.allclose(int8["block7"], ref["block7"], atol=TOL)  # it is really the int8 graph
     paths = {logits_cache_path(ck, arrays, e) for e in (EngineSpec(), ORT, EngineSpec(Backend.ONNXRUNTIME, "int8"))}
     assert len(paths) == 3 and all(p.is_file() for p in paths)
+
+
+def test_demo_picks_int8_only_within_the_accuracy_bound(tmp_path):
+    from ddnn.cli.demo import choose_engine
+
+    def policy(path, acc):
+        path.write_text(json.dumps({"meta": {"validation": {"acc_overall": acc}}}))
+        return path
+
+    ref = policy(tmp_path / "fp32.json", 0.886)
+    assert choose_engine(ref, policy(tmp_path / "ok.json", 0.884))[0] == "onnxruntime-int8"
+    assert choose_engine(ref, policy(tmp_path / "bad.json", 0.880))[0] == "onnxruntime"
+    assert choose_engine(ref, tmp_path / "missing.json")[0] == "onnxruntime"
