@@ -47,7 +47,7 @@ def default_policy(spec: EngineSpec) -> str:
 
 
 def build(s: EdgeSettings) -> tuple[EdgeRuntime, CloudLink | None]:
-    spec = EngineSpec.parse(s.engine, s.threads or (s.torch_threads if s.engine == "torch" else 0))
+    spec = EngineSpec.parse(s.engine, s.threads or s.torch_threads)  # --torch-threads: the older name
     model = load_edge_model(spec, s.bundle, s.checkpoint, s.principal_checkpoint)
     policy = EdgePolicy.load(s.policy or default_policy(spec))
     fitted = policy_engine(policy.meta)

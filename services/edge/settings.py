@@ -43,7 +43,7 @@ class EdgeSettings(ServerSettings):
                            "bandwidth=BYTES_PER_S ('' = off)")
     slo_interval_s: float = setting(1.0, "SLO controller period")
     slo_window_s: float = setting(5.0, "SLO controller measurement window")
-    torch_threads: int = setting(0, "torch engine: intra-op threads (0 = torch's default; --threads wins)")
+    torch_threads: int = setting(0, "the older name of --threads (--threads wins)")
     cloud_tls_ca: str = setting("", "CA that signed the cloud's certificate; enables TLS to the cloud")
     cloud_tls_cert: str = setting("", "client certificate for mutual TLS to the cloud")
     cloud_tls_key: str = setting("", "client private key for mutual TLS to the cloud")
