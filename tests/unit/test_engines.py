@@ -132,3 +132,30 @@ def test_demo_picks_int8_only_within_the_accuracy_bound(tmp_path):
     assert choose_engine(ref, policy(tmp_path / "ok.json", 0.884))[0] == "onnxruntime-int8"
     assert choose_engine(ref, policy(tmp_path / "bad.json", 0.880))[0] == "onnxruntime"
     assert choose_engine(ref, tmp_path / "missing.json")[0] == "onnxruntime"
+
+
+def test_int8_calibration_reads_training_images_only_never_validation_or_test(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from ddnn.data import load_split, train_val_split
+    from ddnn.export.quantize import calibration_images
+    from tests.conftest import random_images
+
+    root = tmp_path / "data"
+    for s, split in enumerate(("train", "test")):  # distinct seeds: no image is in both splits
+        for c, cls in enumerate(("cat", "dog", "ship")):
+            (root / split / cls).mkdir(parents=True)
+            for i, img in enumerate(random_images(10, seed=10 * s + c)):
+                Image.fromarray(img).save(root / split / cls / f"{i:04d}.png")
+    ck = SimpleNamespace(meta={"data": {"val_fraction": 0.2, "split_seed": 0}})
+    images, record = calibration_images(ck, root, samples=1000)
+    train = load_split(root, "train")
+    test = load_split(root, "test")
+    train_idx, val_idx = train_val_split(train.labels, 0.2, 0)
+    rows = {img.tobytes() for img in images}
+    assert record["split"] == "train" and record["samples"] == len(images) == len(train_idx)
+    assert rows == {train.images[i].tobytes() for i in train_idx}
+    assert not rows & {img.tobytes() for img in test.images}
+    assert not rows & {train.images[i].tobytes() for i in val_idx}
