@@ -96,6 +96,13 @@ def slo(sec: dict) -> list[str]:
     return ["## SLO controller under link profiles (issue 5)", "", _env(sec), "", *render(sec["result"]), ""]
 
 
+def engines(sec: dict) -> list[str]:
+    from benchmarks.engines import render
+
+    return ["## Engines: ONNX Runtime, OpenVINO, int8 against torch eager (issue 12)", "", _env(sec), "",
+            *render(sec["result"]), ""]
+
+
 def training(sec: dict) -> list[str]:
     from benchmarks.training import render
 
@@ -109,7 +116,7 @@ def render(results: dict) -> str:
              "`benchmarks/results.json`. This machine is shared and noisy, so every comparison is measured side by "
              "side in one run and reported as a ratio; absolute times are for orientation only. Accuracies are on "
              "the CIFAR-10 test split re-encoded as JPEG (quality 75).", ""]
-    for name, fn in (("core", core), ("system", system), ("slo", slo), ("training", training)):
+    for name, fn in (("core", core), ("system", system), ("slo", slo), ("engines", engines), ("training", training)):
         if name in results:
             lines += fn(results[name])
         else:

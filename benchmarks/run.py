@@ -20,7 +20,7 @@ from pathlib import Path
 from ddnn.logs import configure_logging
 from ddnn.paths import REPO_ROOT
 
-SECTIONS = ("core", "system", "slo", "training")
+SECTIONS = ("core", "system", "slo", "engines", "training")
 RESULTS = REPO_ROOT / "benchmarks" / "results.json"
 
 
@@ -48,6 +48,10 @@ def run_section(name: str, quick: bool) -> dict:
         from benchmarks import system
 
         out = system.run(n=256 if quick else 2000, rounds=1 if quick else 2, edge_threads=2)
+    elif name == "engines":
+        from benchmarks import engines
+
+        out = engines.run(quick=quick)
     elif name == "training":
         from benchmarks import training
 

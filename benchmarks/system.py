@@ -52,7 +52,7 @@ async def _configure(edge: str, **kw) -> None:
 def _in_process(images: np.ndarray, threads: int) -> float:
     torch.set_num_threads(threads)
     ck = load_checkpoint(SHIPPED_CHECKPOINT)
-    pipe = InProcessPipeline(split_at(ck.model, EDGE_EXIT, [EDGE_EXIT]), EdgePolicy.load(SHIPPED_POLICY))
+    pipe = InProcessPipeline.from_split(split_at(ck.model, EDGE_EXIT, [EDGE_EXIT]), EdgePolicy.load(SHIPPED_POLICY))
     pipe.run(images[:64])  # warm-up
     t0 = time.perf_counter()
     pipe.run(images, batch_size=32)

@@ -15,7 +15,6 @@ source, ``val_fraction``, ``split_seed``, ``limit``) and never come from the tes
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,9 +24,10 @@ import numpy as np
 
 from ddnn.checkpoint import Checkpoint
 from ddnn.data import DatasetError, ImageArrays, load_split, train_val_split
+from ddnn.data.provenance import repo_relative, training_source
+from ddnn.engines.base import TORCH_FP32, EngineSpec
 from ddnn.errors import PolicyError
 from ddnn.evaluation import accuracy_metrics, exit_logits, route_samples
-from ddnn.paths import REPO_ROOT, default_train_root
 from ddnn.policies import (
     DropRule,
     EdgePolicy,
@@ -216,43 +216,6 @@ def calibrate(logits: dict[str, np.ndarray], labels: np.ndarray, method: str, ex
     return Calibration(curve.policy(best, meta), knob, validation)
 
 
-def repo_relative(path: str | Path) -> str:
-    """``path`` relative to the repository root when it lies in or beside the repository (so
-    files the repo ships stay portable), else as given."""
-    p = Path(path)
-    if p.is_absolute() and p.resolve().is_relative_to(REPO_ROOT.parent):
-        return os.path.relpath(p, REPO_ROOT)
-    return str(p)
-
-
-def _existing(path: Path) -> Path | None:
-    for candidate in (path, REPO_ROOT / path):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def training_source(checkpoint: Checkpoint, data: str | Path | None = None) -> Path:
-    """Where the checkpoint's training images are: ``data`` if given, else the recorded source,
-    else ``ddnn.paths.default_train_root()``; DatasetError naming the path otherwise."""
-    if data is not None:
-        if not Path(data).exists():
-            raise DatasetError(data, "--data path does not exist")
-        return Path(data)
-    recorded = (checkpoint.meta.get("data") or {}).get("source")
-    found = _existing(Path(recorded)) if recorded else None
-    if found:
-        return found
-    default = default_train_root()
-    if default is not None and default.exists():
-        if recorded:
-            log.info("recorded training data %s not found; using %s", recorded, default)
-        return default
-    where = recorded or default or "(no training data recorded)"
-    raise DatasetError(where, "the checkpoint's training data (needed for its validation split) is not available; "
-                       "pass --data PATH (the training set it was trained on) or set DDNN_TRAIN_DATA")
-
-
 def validation_split(checkpoint: Checkpoint, data: str | Path | None = None) -> ImageArrays:
     """The checkpoint's validation images, rebuilt exactly as training split them."""
     d = checkpoint.meta.get("data") or {}
@@ -277,12 +240,16 @@ def validation_split(checkpoint: Checkpoint, data: str | Path | None = None) -> 
 def calibrate_checkpoint(checkpoint: Checkpoint, method: str, target: Target, exits: Sequence[str] | None = None,
                          data: str | Path | None = None, drop_threshold: float | None = None,
                          bandwidth: float = DEFAULT_BANDWIDTH, min_pair_samples: int = DEFAULT_MIN_PAIR_SAMPLES,
-                         pairwise: bool = True, command: str = "", progress: bool | None = None) -> Calibration:
+                         pairwise: bool = True, command: str = "", progress: bool | None = None,
+                         engine: EngineSpec | None = None) -> Calibration:
     """Calibrate on the checkpoint's validation split; ``exits`` default to its deepest edge exit.
 
-    The policy's ``meta`` records the method, target, achieved validation numbers, the exits,
-    the checkpoint's path and sha256, and the validation data.
+    The logits are those of ``engine`` (default torch fp32): thresholds fitted to one engine's
+    logits are what that engine should run with. The policy's ``meta`` records the method, target,
+    achieved validation numbers, the exits, the checkpoint's path and sha256, the validation data
+    and the engine.
     """
+    engine = engine or TORCH_FP32
     edge = [e for e in checkpoint.exit_names if e != "final"]
     exits = list(exits) if exits else edge[-1:]
     unknown = [e for e in exits if e not in edge]
@@ -290,7 +257,7 @@ def calibrate_checkpoint(checkpoint: Checkpoint, method: str, target: Target, ex
         raise PolicyError(f"--exits {','.join(exits)}: not edge exits of the checkpoint; its edge exits: {edge}")
     exits = [e for e in edge if e in exits]  # depth order
     val = validation_split(checkpoint, data)
-    logits = exit_logits(checkpoint, val, progress=progress)
+    logits = exit_logits(checkpoint, val, progress=progress, engine=engine)
     recorded = ((checkpoint.meta.get("metrics") or {}).get("val_accuracy") or {}).get("final")
     measured = float((logits["final"].argmax(axis=1) == val.labels).mean())
     if recorded is not None and abs(measured - recorded) > 0.01:
@@ -303,6 +270,7 @@ def calibrate_checkpoint(checkpoint: Checkpoint, method: str, target: Target, ex
         "checkpoint": repo_relative(checkpoint.path), "checkpoint_sha256": checkpoint.sha256,
         "validation_data": {"source": repo_relative(val.source), "val_fraction": d.get("val_fraction"),
                             "split_seed": d.get("split_seed"), "limit": d.get("limit"), "count": len(val)},
-        "command": command, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "engine": engine.to_dict(), "command": command,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     return result

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads only when a checkpoint does: CheckpointError is imported by torch-free services
+    import torch
 
-from ddnn.models import ModelSpec, MultiExitNet, build_model
+    from ddnn.models import ModelSpec, MultiExitNet
 
 CHECKPOINT_FORMAT = "ddnn.checkpoint/v1"
 
@@ -47,6 +49,8 @@ def file_sha256(path: str | Path) -> str:
 
 def save_checkpoint(path: str | Path, model: MultiExitNet, classes, **meta) -> Path:
     """Write a slim checkpoint (weights in fp32, no optimizer state) atomically."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
@@ -61,6 +65,10 @@ def save_checkpoint(path: str | Path, model: MultiExitNet, classes, **meta) -> P
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint written by ``ddnn train``; errors name the file and the problem."""
+    import torch
+
+    from ddnn.models import ModelSpec, build_model
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "no such checkpoint file")

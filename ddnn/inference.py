@@ -3,7 +3,8 @@
 :class:`EdgeEngine` is the one implementation of "run the edge exits on a batch and decide":
 the edge service calls it, and so does :class:`InProcessPipeline`, which evaluates a split
 and a policy on a dataset without any server. Both therefore give the same per-sample exits
-and predictions for the same checkpoint and policy.
+and predictions for the same checkpoint, engine and policy. The model parts themselves run on
+an engine (:mod:`ddnn.engines`: torch, ONNX Runtime, OpenVINO); this module imports no torch.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ddnn.codec import decode, encode
-from ddnn.data.transforms import to_tensor
+from ddnn.engines import CloudPartEngine, EdgePartEngine
 from ddnn.errors import InvalidInput
-from ddnn.models.split import CloudPart, EdgePart, Split
 from ddnn.policies import Decision, EdgePolicy, softmax
 
 # Outcome codes, equal to ddnn.v1.Outcome.
@@ -59,25 +58,44 @@ def validate_images(images: np.ndarray, max_batch: int | None = None) -> np.ndar
     return images
 
 
-class EdgeEngine:
-    """Runs an :class:`EdgePart` cascade on image batches and applies an :class:`EdgePolicy`.
+def as_edge_engine(edge) -> EdgePartEngine:
+    """An :class:`EdgePartEngine`, or a torch ``EdgePart`` wrapped as the torch engine."""
+    if isinstance(edge, EdgePartEngine):
+        return edge
+    from ddnn.engines.torch_engine import TorchEdgePart
 
-    A sample leaves at the first exit whose criterion accepts it; only the others continue to
-    the next segment (the batch shrinks as it goes). After the last edge exit, hopeless samples
-    are dropped (if the policy has a drop rule) and the rest are offloaded.
+    return TorchEdgePart(edge)
+
+
+def as_cloud_engine(cloud) -> CloudPartEngine:
+    """A :class:`CloudPartEngine`, or a torch ``CloudPart`` wrapped as the torch engine."""
+    if isinstance(cloud, CloudPartEngine):
+        return cloud
+    from ddnn.engines.torch_engine import TorchCloudPart
+
+    return TorchCloudPart(cloud)
+
+
+class EdgeEngine:
+    """Runs an edge part (on any engine) on image batches and applies an :class:`EdgePolicy`.
+
+    A sample leaves at the first of ``exits`` whose criterion accepts it; after the last edge exit,
+    hopeless samples are dropped (if the policy has a drop rule) and the rest are offloaded with
+    their features (or raw images). ``exits`` default to every exit the part computes.
     """
 
-    def __init__(self, edge: EdgePart, policy: EdgePolicy, device: str | torch.device = "cpu",
-                 observer=None):
-        for name in edge.exit_names:
+    def __init__(self, edge, policy: EdgePolicy, observer=None, exits: list[str] | tuple[str, ...] | None = None):
+        self.part = as_edge_engine(edge)
+        self.exits = tuple(exits or self.part.exits)
+        unknown = [e for e in self.exits if e not in self.part.exits]
+        if unknown:
+            raise InvalidInput(f"exits {unknown} are not computed by the edge part (it has {list(self.part.exits)})")
+        for name in self.exits:
             policy.criterion(name)  # fail now, naming the exit, not on the first batch
-        self.edge = edge.eval()
         self.policy = policy
-        self.device = torch.device(device)
         # observer(exit_name, logits) sees every exit's logits before the decision (SLO control).
         self.observer = observer
 
-    @torch.inference_mode()
     def run(self, images: np.ndarray) -> EdgeResult:
         t0 = time.perf_counter()
         n = len(images)
@@ -85,49 +103,38 @@ class EdgeEngine:
         exits = ["cloud"] * n
         prediction = np.zeros(n, np.int64)
         confidence = np.zeros(n, np.float32)
-        x = to_tensor(images, self.device)
-        h, alive = x, np.arange(n)
-        segments = list(self.edge.segments)
-        for i, seg in enumerate(segments):
-            h = seg.trunk(h)
-            logits = seg.head(h).float().cpu().numpy()
+        all_logits, features = self.part.run(images)
+        alive = np.arange(n)
+        for i, name in enumerate(self.exits):
+            logits = all_logits[name][alive]
             if self.observer is not None:
-                self.observer(seg.name, logits)
-            dec = self.policy.decide(seg.name, logits, last=i == len(segments) - 1)
+                self.observer(name, logits)
+            dec = self.policy.decide(name, logits, last=i == len(self.exits) - 1)
             prediction[alive] = dec.prediction
             confidence[alive] = dec.confidence
             leave = dec.decision == Decision.EXIT
             for j in alive[leave]:
-                exits[j] = seg.name
+                exits[j] = name
             outcome[alive[leave]] = EDGE
             dropped = dec.decision == Decision.DROP
             outcome[alive[dropped]] = DROPPED
             for j in alive[dropped]:
                 exits[j] = "dropped"
-            keep = dec.decision == Decision.CONTINUE
-            if not keep.all():
-                h = h[torch.from_numpy(np.flatnonzero(keep)).to(h.device)]
-                alive = alive[keep]
+            alive = alive[dec.decision == Decision.CONTINUE]
             if len(alive) == 0:
                 break
-        payload = None
-        if len(alive):
-            payload = images[alive] if self.edge.offload == "input" else h.float().cpu().numpy()
+        payload = features[alive] if len(alive) else None
         return EdgeResult(outcome, exits, prediction, confidence, alive, payload, time.perf_counter() - t0,
                           prediction.copy())
 
 
-class CloudRunner:
-    """The cloud segment in-process (the ``--backend torch`` path and offline evaluation)."""
+def __getattr__(name: str):
+    # ``CloudRunner``: the torch cloud engine under its old name, imported (with torch) on use only.
+    if name == "CloudRunner":
+        from ddnn.engines.torch_engine import TorchCloudPart
 
-    def __init__(self, cloud: CloudPart, device: str | torch.device = "cpu"):
-        self.cloud = cloud.eval()
-        self.device = torch.device(device)
-
-    @torch.inference_mode()
-    def logits(self, payload: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(payload, copy=not payload.flags.writeable)).to(self.device)
-        return self.cloud(x).float().cpu().numpy()
+        return TorchCloudPart
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def cloud_answers(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,20 +157,33 @@ class SampleOutcomes:
 
 class InProcessPipeline:
     """Edge engine + payload codec + cloud segment, in one process: the offline reference run
-    of a split and policy, decision for decision what the services do."""
+    of a split and policy, decision for decision what the services do.
 
-    def __init__(self, split: Split, policy: EdgePolicy, payload: str = "fp32", device: str = "cpu"):
-        if split.edge.offload == "input" and payload != "raw":
-            raise InvalidInput(f"split {split.name!r} offloads the raw input; payload must be 'raw', got {payload!r}")
-        self.engine = EdgeEngine(split.edge, policy, device)
-        self.cloud = CloudRunner(split.cloud, device)
+    ``edge``/``cloud`` are engines (:func:`ddnn.engines.edge_part`, :func:`ddnn.engines.cloud_part`);
+    :meth:`from_split` builds the torch ones from a :class:`~ddnn.models.split.Split`.
+    """
+
+    def __init__(self, edge, cloud, policy: EdgePolicy, payload: str = "fp32",
+                 exits: list[str] | tuple[str, ...] | None = None):
+        self.engine = EdgeEngine(edge, policy, exits=exits)
+        if self.engine.part.offload == "input" and payload != "raw":
+            raise InvalidInput(f"split {self.engine.part.split!r} offloads the raw input; payload must be 'raw', "
+                               f"got {payload!r}")
+        self.cloud = as_cloud_engine(cloud)
         self.payload = payload
+
+    @classmethod
+    def from_split(cls, split, policy: EdgePolicy, payload: str = "fp32") -> InProcessPipeline:
+        """The torch reference pipeline of a :class:`~ddnn.models.split.Split`."""
+        from ddnn.engines.torch_engine import TorchCloudPart, TorchEdgePart
+
+        return cls(TorchEdgePart(split.edge, split.name), TorchCloudPart(split.cloud, split.name), policy, payload)
 
     def run_batch(self, images: np.ndarray) -> EdgeResult:
         res = self.engine.run(images)
         if res.payload is not None and len(res.offload_idx):
             sent = decode(encode(res.payload, self.payload))
-            pred, conf = cloud_answers(self.cloud.logits(sent))
+            pred, conf = cloud_answers(self.cloud.run(sent))
             res.prediction[res.offload_idx] = pred
             res.confidence[res.offload_idx] = conf
         return res

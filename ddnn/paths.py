@@ -9,6 +9,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TEST_PACK = REPO_ROOT / "data" / "cifar10-test.npz"
 SHIPPED_CHECKPOINT = REPO_ROOT / "models" / "resnet20w32-cifar10.pt"
 SHIPPED_POLICY = REPO_ROOT / "models" / "resnet20w32-cifar10.policy.json"
+SHIPPED_INT8_POLICY = REPO_ROOT / "models" / "resnet20w32-cifar10.onnxruntime-int8.policy.json"
+SHIPPED_BUNDLE = REPO_ROOT / "models" / "resnet20w32-cifar10.bundle"
 SHIPPED_AUX_CHECKPOINT = REPO_ROOT / "models" / "resnet20-aux-cifar10.pt"
 _SHARED_TRAIN = REPO_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ddnn.cli.eval import HelpFormatter, parse_exits
+from ddnn.cli.eval import HelpFormatter, add_engine_argument, engine_spec, parse_exits
 
 
 def fraction(text: str) -> float:
@@ -58,6 +58,7 @@ def register(sub) -> None:
                    "fitted for the normal exit); its other exits, drop rule and meta are kept")
     p.add_argument("--json", action="store_true", help="print the validation summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_argument(p)
     p.set_defaults(func=run)
 
 
@@ -82,12 +83,17 @@ def run(args) -> int:
     result = calibrate_checkpoint(ck, args.method, target, exits=args.exits, data=args.data,
                                   drop_threshold=args.drop_threshold, bandwidth=args.bandwidth,
                                   min_pair_samples=args.min_pair_samples, pairwise=not args.no_pairs,
-                                  command=args.command_line, progress=False if args.no_progress else None)
+                                  command=args.command_line, progress=False if args.no_progress else None,
+                                  engine=engine_spec(args))
     policy = result.policy
     if args.into:
+        from ddnn.engines import policy_engine
         from ddnn.policies import EdgePolicy
 
         base = EdgePolicy.load(args.into)
+        if policy_engine(base.meta).name != policy_engine(policy.meta).name:
+            raise ValueError(f"--into {args.into} was calibrated for engine {policy_engine(base.meta).name}, this "
+                             f"fit for {policy_engine(policy.meta).name}: one policy serves one engine")
         # Each exit keeps the record of how it was fitted (method, target, command).
         per_exit = dict(base.meta.get("per_exit") or {e: base.meta for e in base.criteria})
         per_exit.update({e: policy.meta for e in policy.criteria})
@@ -101,6 +107,7 @@ def run(args) -> int:
         return 0
     rates = ", ".join(f"{k} {100 * r:.2f}%" for k, r in v["exit_rate"].items())
     print(f"wrote {path}")
+    print(f"engine {engine_spec(args).name}")
     print(f"method {args.method} on {', '.join(result.policy.meta['exits'])}: knob {result.knob:.6g}")
     print(f"validation ({v['samples']} samples): overall accuracy {100 * v['acc_overall']:.2f}% "
           f"(cloud only {100 * v['cloud_only_accuracy']:.2f}%), edge exit rate {100 * v['edge_exit_rate']:.2f}%")

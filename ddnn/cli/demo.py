@@ -15,17 +15,40 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_POLICY
+from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_INT8_POLICY, SHIPPED_POLICY
+
+ACCURACY_BOUND = 0.003  # the most accuracy (validation, overall) the default engine may give up against torch fp32
+
+
+def choose_engine(reference: Path = SHIPPED_POLICY, int8: Path = SHIPPED_INT8_POLICY) -> tuple[str, str]:
+    """The fastest engine within the accuracy bound, and why: onnxruntime-int8 if its policy's validation
+    accuracy (recorded by `ddnn calibrate`) is within ACCURACY_BOUND of the torch fp32 policy's, else
+    onnxruntime (fp32, the same logits as torch within 1e-5)."""
+    import json
+
+    if not int8.is_file():
+        return "onnxruntime", f"no int8 policy ({int8.name})"
+    acc = {p: json.loads(p.read_text())["meta"]["validation"]["acc_overall"] for p in (reference, int8)}
+    loss = acc[reference] - acc[int8]
+    why = (f"validation accuracy {100 * acc[int8]:.2f}% vs torch fp32 {100 * acc[reference]:.2f}% "
+           f"(bound {100 * ACCURACY_BOUND:.1f} pt)")
+    return ("onnxruntime-int8" if loss <= ACCURACY_BOUND else "onnxruntime"), why
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run edge + cloud (Triton) + load generator on loopback and print the report",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
-    p.add_argument("--policy", default=str(SHIPPED_POLICY), help="exit policy JSON")
+    p.add_argument("--policy", default="", help="exit policy JSON (default: the shipped one calibrated for the "
+                   "engine's precision)")
+    from ddnn.engines import ENGINE_NAMES
+
+    p.add_argument("--engine", choices=["auto", *ENGINE_NAMES], default="auto",
+                   help="edge engine; auto: the fastest within 0.3 pt of torch fp32's accuracy (onnxruntime-int8 "
+                   "when its policy's validation accuracy allows, else onnxruntime)")
     p.add_argument("--data", default="", help="test images (default: the shipped CIFAR-10 test pack)")
     p.add_argument("--limit", type=int, default=0, help="replay only the first N images (0 = all 10,000)")
-    p.add_argument("--backend", choices=["triton", "torch"], default="triton", help="cloud backend")
+    p.add_argument("--backend", choices=["triton", "onnxruntime", "torch"], default="triton", help="cloud backend")
     p.add_argument("--mode", choices=["normal", "ws", "local", "auto"], default="normal", help="edge mode")
     p.add_argument("--payload", choices=["fp32", "fp16", "int8", "raw"], default="fp32")
     p.add_argument("--concurrency", type=int, default=2, help="load generator streams (closed loop)")
@@ -39,7 +62,10 @@ def run(args) -> int:
 
     out = Path(args.out) if args.out else REPO_ROOT / "results" / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     logs = out / "logs"
-    for path, what in ((args.checkpoint, "--checkpoint"), (args.policy, "--policy")):
+    engine, why = (args.engine, "chosen") if args.engine != "auto" else choose_engine()
+    policy = args.policy or str(SHIPPED_INT8_POLICY if engine.endswith("-int8") else SHIPPED_POLICY)
+    print(f"edge engine: {engine} ({why}); policy {Path(policy).name}", flush=True)
+    for path, what in ((args.checkpoint, "--checkpoint"), (policy, "--policy")):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{what} {path}: no such file")
     services = []
@@ -50,9 +76,9 @@ def run(args) -> int:
                                          "--listen", "127.0.0.1:0", "--metrics-port", "0"], logs, timeout=300)
         services.append(cloud)
         print(f"  cloud  grpc {cloud.grpc}  metrics {cloud.metrics}", flush=True)
-        edge = start("services.edge", ["--checkpoint", args.checkpoint, "--policy", args.policy, "--cloud", cloud.grpc,
+        edge = start("services.edge", ["--checkpoint", args.checkpoint, "--policy", policy, "--cloud", cloud.grpc,
                                        "--listen", "127.0.0.1:0", "--metrics-port", "0", "--mode", args.mode,
-                                       "--payload", args.payload], logs, timeout=120)
+                                       "--payload", args.payload, "--engine", engine], logs, timeout=120)
         services.append(edge)
         print(f"  edge   grpc {edge.grpc}  metrics {edge.metrics}", flush=True)
         print(f"services up in {time.monotonic() - t0:.1f}s; replaying ...", flush=True)

@@ -23,6 +23,23 @@ def parse_exits(text: str) -> list[str]:
     return names
 
 
+def add_engine_argument(p) -> None:
+    """``--engine`` and ``--threads``: what computes the logits (see docs/engines.md)."""
+    from ddnn.engines import ENGINE_NAMES
+
+    p.add_argument("--engine", choices=ENGINE_NAMES, default="torch",
+                   help="engine computing the logits: torch (reference), onnxruntime (the serving default), "
+                   "onnxruntime-int8, openvino[-int8|-bf16]; non-torch engines run the checkpoint's ONNX bundle "
+                   "(the shipped x.bundle beside x.pt, else exported into the cache)")
+    p.add_argument("--threads", type=int, default=0, help="engine CPU threads (0 = the runtime's default)")
+
+
+def engine_spec(args):
+    from ddnn.engines import EngineSpec
+
+    return EngineSpec.parse(args.engine, args.threads)
+
+
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate an exit policy offline (accuracies, exit rates, MACs, bytes)",
                        description="Run a checkpoint over a dataset (logits cached), apply an edge policy with "
@@ -50,6 +67,7 @@ def register(sub) -> None:
     p.add_argument("--per-sample", metavar="FILE.csv", help="write sample id, label, exit, prediction, confidence")
     p.add_argument("--no-cache", action="store_true", help="recompute logits instead of using the cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_argument(p)
     p.set_defaults(func=run)
 
 
@@ -83,7 +101,7 @@ def run(args) -> int:
     arrays = load_split(args.data or default_test_source(), args.split)
     table = EnergyTable.load(args.energy_table) if args.energy_table else None  # fail before the forward pass
     report = evaluate(ck, arrays, policy, exits=args.exits, use_cache=not args.no_cache,
-                      progress=False if args.no_progress else None, energy_table=table)
+                      progress=False if args.no_progress else None, energy_table=table, engine=engine_spec(args))
     if policy_file:
         report.info["policy_file"] = policy_file
     if args.per_sample:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ddnn.cli.eval import HelpFormatter
+from ddnn.cli.eval import HelpFormatter, add_engine_argument, engine_spec
 
 
 def parse_knobs(text: str) -> tuple[float, ...]:
@@ -49,6 +49,7 @@ def register(sub) -> None:
                         "ddnn/resources/energy_table1.json)")
     p.add_argument("-o", "--out", default="results/sweep", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_argument(p)
     p.set_defaults(func=run)
 
 
@@ -64,6 +65,7 @@ def _edge_and_cloud(args, ck, progress):
     from ddnn.paths import default_test_source
 
     edge_ck = load_checkpoint(args.aux) if args.aux else ck
+    engine = engine_spec(args)
     edge = [e for e in edge_ck.exit_names if e != "final"]
     candidates = [*edge, "final"] if args.aux else edge
     if not candidates:
@@ -75,15 +77,16 @@ def _edge_and_cloud(args, ck, progress):
     val = validation_split(ck, args.data)
     test = load_split(args.test_data or default_test_source(), "test")
     if not args.aux:
-        return (exit_logits(ck, val, progress=progress), exit_logits(ck, test, progress=progress),
-                split_costs(ck.model, [exit]), exit, val, test)
+        return (exit_logits(ck, val, progress=progress, engine=engine),
+                exit_logits(ck, test, progress=progress, engine=engine), split_costs(ck.model, [exit]), exit, val, test)
     aux_val = validation_split(edge_ck, args.data)
     if not np.array_equal(aux_val.images, val.images):
         raise ValueError(f"--aux {args.aux}: trained with a different validation split than {ck.path}")
     name = f"aux_{exit}"
     logits = []
     for arrays in (val, test):
-        principal, aux = exit_logits(ck, arrays, progress=progress), exit_logits(edge_ck, arrays, progress=progress)
+        principal = exit_logits(ck, arrays, progress=progress, engine=engine)
+        aux = exit_logits(edge_ck, arrays, progress=progress, engine=engine)
         logits.append({name: aux[exit], "final": principal["final"]})
     return (*logits, aux_principal_costs(edge_ck.model, ck.model, [exit]), name, val, test)
 
@@ -111,6 +114,7 @@ def run(args) -> int:
                        bandwidth=args.bandwidth, min_pair_samples=args.min_pair_samples, ao_knobs=args.ao_knobs)
     if args.aux:
         result.info["aux_checkpoint"] = repo_relative(args.aux)
+    result.info["engine"] = engine_spec(args).name
     result.info["energy_table"] = table.name or str(args.energy_table)
     result.info.update({"checkpoint": repo_relative(ck.path), "checkpoint_sha256": ck.sha256,
                         "val_source": repo_relative(val.source), "val_samples": len(val),

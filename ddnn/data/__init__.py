@@ -1,4 +1,8 @@
-"""Datasets: CIFAR-10/100 in pickle, ImageFolder and pack layouts, cached as arrays."""
+"""Datasets: CIFAR-10/100 in pickle, ImageFolder and pack layouts, cached as arrays.
+
+The torch transforms (``to_tensor``, ``random_crop_flip``) load torch on first use only, so the
+serving processes can read datasets without it.
+"""
 
 from ddnn.data.arrays import ImageArrays
 from ddnn.data.download import ARCHIVES, download_cifar
@@ -6,7 +10,6 @@ from ddnn.data.errors import DatasetError
 from ddnn.data.layouts import detect_layout
 from ddnn.data.loading import load_split, train_val_split
 from ddnn.data.pack import read_pack, write_pack
-from ddnn.data.transforms import random_crop_flip, to_tensor
 
 __all__ = [
     "ARCHIVES",
@@ -21,3 +24,11 @@ __all__ = [
     "train_val_split",
     "write_pack",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("to_tensor", "random_crop_flip"):
+        from ddnn.data import transforms
+
+        return getattr(transforms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

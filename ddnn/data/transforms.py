@@ -12,6 +12,8 @@ CIFAR_STD = (62.993, 62.089, 66.705)
 
 def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 NHWC images -> float32 NCHW tensor, normalized by the CIFAR mean/std."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # torch cannot wrap a read-only buffer (decoded protobuf bytes, mmaps)
     x = torch.as_tensor(images, device=device)
     if x.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {x.dtype}")

@@ -12,6 +12,7 @@ import numpy as np
 from ddnn.checkpoint import Checkpoint, load_checkpoint
 from ddnn.data import ImageArrays
 from ddnn.energy import EnergyTable
+from ddnn.engines.base import TORCH_FP32, EngineSpec, policy_engine
 from ddnn.evaluation.costs import split_costs
 from ddnn.evaluation.logits import exit_logits
 from ddnn.evaluation.report import EvalReport, build_report
@@ -48,8 +49,9 @@ def evaluate_logits(logits: dict[str, np.ndarray], labels: np.ndarray, policy: E
 
 def evaluate(checkpoint: Checkpoint | str | Path, arrays: ImageArrays, policy: EdgePolicy | str | Path | None = None,
              exits: Sequence[str] | None = None, use_cache: bool = True, progress: bool | None = None,
-             energy_table: EnergyTable | None = None) -> EvalReport:
-    """Run ``checkpoint`` over ``arrays`` (logits cached) and evaluate ``policy`` on it.
+             energy_table: EnergyTable | None = None, engine: EngineSpec | None = None) -> EvalReport:
+    """Run ``checkpoint`` over ``arrays`` on ``engine`` (default torch fp32; logits cached) and
+    evaluate ``policy`` on it.
 
     ``checkpoint`` and ``policy`` may be loaded objects or paths; ``policy`` None evaluates
     cloud-only inference. The report's ``outcomes`` give the per-sample exit, prediction and
@@ -62,8 +64,9 @@ def evaluate(checkpoint: Checkpoint | str | Path, arrays: ImageArrays, policy: E
     if arrays.num_classes != ck.spec.num_classes:
         raise ValueError(f"{arrays.source}: {arrays.num_classes} classes, but the checkpoint {ck.path} "
                          f"predicts {ck.spec.num_classes}")
+    engine = engine or TORCH_FP32
     info = {"checkpoint": ck.path, "checkpoint_sha256": ck.sha256, "data": arrays.source, "split": arrays.split,
-            "images": len(arrays)}
+            "images": len(arrays), "engine": engine.name}
     if policy_path:
         info["policy_file"] = policy_path
     if policy is not None:
@@ -71,6 +74,11 @@ def evaluate(checkpoint: Checkpoint | str | Path, arrays: ImageArrays, policy: E
         if fitted_for and fitted_for != ck.sha256:
             log.warning("policy was calibrated for checkpoint %s…, not %s…", fitted_for[:12], ck.sha256[:12])
             info["policy_checkpoint_mismatch"] = True
+        fitted_engine = policy_engine(policy.meta)
+        if fitted_engine.precision != engine.precision:
+            log.warning("policy was calibrated for engine %s, evaluated on %s: its thresholds assume the other "
+                        "engine's logits", fitted_engine.name, engine.name)
+            info["policy_engine_mismatch"] = fitted_engine.name
     active_exits(policy, exits, ck.exit_names)  # fail before the forward pass, naming the exit
-    logits = exit_logits(ck, arrays, use_cache=use_cache, progress=progress)
+    logits = exit_logits(ck, arrays, use_cache=use_cache, progress=progress, engine=engine)
     return evaluate_logits(logits, arrays.labels, policy, ck.model, exits, info, energy_table)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ddnn.checkpoint import Checkpoint
 from ddnn.data import ImageArrays, to_tensor
+from ddnn.engines.base import TORCH_FP32, Backend, EngineSpec
 from ddnn.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,10 @@ def data_fingerprint(arrays: ImageArrays) -> str:
     return h.hexdigest()
 
 
-def logits_cache_path(checkpoint: Checkpoint, arrays: ImageArrays) -> Path:
-    """Where the logits of ``checkpoint`` on ``arrays`` are cached (under ``ddnn.paths.cache_dir()``)."""
-    return cache_dir() / "logits" / f"{checkpoint.sha256[:20]}-{data_fingerprint(arrays)[:20]}.npz"
+def logits_cache_path(checkpoint: Checkpoint, arrays: ImageArrays, engine: EngineSpec = TORCH_FP32) -> Path:
+    """Where the logits of ``checkpoint`` on ``arrays`` under ``engine`` are cached (in ``cache_dir()``)."""
+    tail = "" if engine.name == TORCH_FP32.name else f"-{engine.name}"
+    return cache_dir() / "logits" / f"{checkpoint.sha256[:20]}-{data_fingerprint(arrays)[:20]}{tail}.npz"
 
 
 @torch.inference_mode()
@@ -54,13 +56,16 @@ def compute_logits(checkpoint: Checkpoint, images: np.ndarray, batch_size: int =
 
 
 def exit_logits(checkpoint: Checkpoint, arrays: ImageArrays, use_cache: bool = True,
-                progress: bool | None = None) -> dict[str, np.ndarray]:
-    """Per-exit logits of ``checkpoint`` on ``arrays``, from the cache when it has them.
+                progress: bool | None = None, engine: EngineSpec | None = None) -> dict[str, np.ndarray]:
+    """Per-exit logits of ``checkpoint`` on ``arrays`` under ``engine`` (default torch fp32), from the
+    cache when it has them.
 
-    The cache key is the checkpoint's sha256 and :func:`data_fingerprint`, so a retrained
-    checkpoint or different images never reuse stale logits.
+    The cache key is the checkpoint's sha256, :func:`data_fingerprint` and the engine, so a retrained
+    checkpoint, different images or another engine never reuse stale logits. Other engines than
+    torch run the checkpoint's export bundle (:func:`ddnn.export.cache.bundle_for`).
     """
-    path = logits_cache_path(checkpoint, arrays)
+    engine = engine or TORCH_FP32
+    path = logits_cache_path(checkpoint, arrays, engine)
     if use_cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -72,7 +77,14 @@ def exit_logits(checkpoint: Checkpoint, arrays: ImageArrays, use_cache: bool = T
             pass
         log.warning("ignoring unreadable logits cache %s", path)
     log.info("computing logits of %s on %d images", Path(checkpoint.path).name or "checkpoint", len(arrays))
-    logits = compute_logits(checkpoint, arrays.images, progress=progress)
+    if engine.backend == Backend.TORCH:
+        logits = compute_logits(checkpoint, arrays.images, progress=progress)
+    else:
+        from ddnn.engines.logits import engine_exit_logits
+        from ddnn.export.cache import bundle_for
+
+        logits = engine_exit_logits(engine, bundle_for(checkpoint, engine.precision), arrays.images,
+                                    progress=progress)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")

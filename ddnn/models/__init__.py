@@ -1,26 +1,25 @@
-"""Multi-exit CNNs (CIFAR ResNets, the 8-block plain CNN), edge/cloud splitting and costs."""
+"""Multi-exit CNNs (CIFAR ResNets, the 8-block plain CNN), edge/cloud splitting and costs.
 
-from ddnn.models.complexity import LayerCost, count_macs, count_params, layer_costs
-from ddnn.models.network import MultiExitNet, build_model
-from ddnn.models.spec import ModelSpec, QuantSpec, exit_block, exit_name
-from ddnn.models.split import CloudPart, EdgePart, Split, aux_principal, cloud_part, raw_input_split, split_at
+Names load their submodule on first use, so ``ddnn.models.spec`` (what torch-free serving code
+needs: the model spec and exit names) is importable without torch.
+"""
 
-__all__ = [
-    "CloudPart",
-    "EdgePart",
-    "LayerCost",
-    "ModelSpec",
-    "MultiExitNet",
-    "QuantSpec",
-    "Split",
-    "aux_principal",
-    "build_model",
-    "cloud_part",
-    "count_macs",
-    "count_params",
-    "exit_block",
-    "exit_name",
-    "layer_costs",
-    "raw_input_split",
-    "split_at",
-]
+import importlib
+
+_WHERE = {
+    "LayerCost": "complexity", "count_macs": "complexity", "count_params": "complexity", "layer_costs": "complexity",
+    "MultiExitNet": "network", "build_model": "network",
+    "ModelSpec": "spec", "QuantSpec": "spec", "exit_block": "spec", "exit_name": "spec",
+    "CloudPart": "split", "EdgePart": "split", "Split": "split", "aux_principal": "split", "cloud_part": "split",
+    "raw_input_split": "split", "split_at": "split",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

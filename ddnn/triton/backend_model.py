@@ -1,15 +1,16 @@
 """Triton Python-backend model serving one ddnn cloud part (features or raw pixels -> LOGITS).
 
-``ddnn export-triton`` copies this file verbatim into every model version as ``model.py``; ddnn
-itself never imports it. It needs ``torch`` and ``ddnn`` importable by the backend's Python:
+``ddnn export-triton`` copies this file verbatim into every model version as ``model.py``, next to
+the cloud part's ONNX graph (``model.onnx``), which it runs with ONNX Runtime; ddnn itself never
+imports it. It needs ``onnxruntime``, ``numpy`` and ``ddnn`` (no torch) importable by the backend's Python:
 installed into that Python (the official Triton container), or listed in the environment
 variable ``DDNN_TRITON_SITE_DIRS`` (``os.pathsep``-separated), which ``ddnn.triton.server`` sets
 when it launches the ``tritonserver`` of the nvidia-pytriton wheel. The stub's embedded
 interpreter ignores ``PYTHONPATH``, hence the variable.
 
-Config parameters (config.pbtxt ``parameters``): ``weights`` (file in the version directory,
-default ``cloud.pt``), ``torch_threads`` (0 = usable cores / instances), ``require_finite``
-(``true``: reject NaN/Inf features).
+Config parameters (config.pbtxt ``parameters``): ``model`` (ONNX file in the version directory,
+default ``model.onnx``), ``threads`` (ONNX Runtime intra-op threads, 0 = usable cores / instances),
+``require_finite`` (``true``: reject NaN/Inf features).
 """
 
 import os
@@ -38,16 +39,10 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from ddnn.triton.runtime import (  # noqa: E402
-    CONFIG_DTYPES,
-    CloudRunner,
-    batch_problem,
-    default_threads,
-    load_cloud_weights,
-)
+from ddnn.triton.runtime import CONFIG_DTYPES, CloudRunner, batch_problem, default_threads  # noqa: E402
 
 
 def _error(message: str, code_name: str = "INVALID_ARG"):
@@ -57,7 +52,7 @@ def _error(message: str, code_name: str = "INVALID_ARG"):
 
 
 class TritonPythonModel:
-    """One cloud part; every instance is its own stub process with its own torch threads."""
+    """One cloud part; every instance is its own stub process with its own ONNX Runtime session."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -70,18 +65,15 @@ class TritonPythonModel:
         self.max_batch = int(config.get("max_batch_size", 0))
         self.require_finite = params.get("require_finite", "true").lower() == "true"
         instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
-        threads = int(params.get("torch_threads") or 0) or default_threads(instances)
-        torch.set_num_threads(threads)
-        if args["model_instance_kind"] == "GPU":
-            device = torch.device("cuda", int(args["model_instance_device_id"]))
-        else:
-            device = torch.device("cpu")
-        weights = Path(args["model_repository"]) / args["model_version"] / (params.get("weights") or "cloud.pt")
-        self.runner = CloudRunner(load_cloud_weights(weights, device), device)
+        threads = int(params.get("threads") or 0) or default_threads(instances)
+        gpu = int(args["model_instance_device_id"]) if args["model_instance_kind"] == "GPU" else None
+        graph = Path(args["model_repository"]) / args["model_version"] / (params.get("model") or "model.onnx")
+        self.runner = CloudRunner(graph, threads, gpu)
         self.runner.warm_up(self.item_shape, self.dtype)
         pb_utils.Logger.log_info(
             f"{self.name}: {self.input_name} {self.dtype.name}{list(self.item_shape)} -> {self.output_name} on "
-            f"{device}, {threads} torch threads, torch {torch.__version__}, numpy {np.__version__} ({np.__file__})")
+            f"{self.runner.providers[0]}, {threads} threads, onnxruntime {ort.__version__}, numpy {np.__version__} "
+            f"({np.__file__})")
         if int(np.__version__.split(".")[0]) >= 2:
             # Python backends built with pybind11 < 2.12 (Triton <= 2.51, python_backend#384) return
             # empty output tensors, without an error, when numpy 2 is loaded.

@@ -4,13 +4,19 @@ Layout (one Triton model per split point; see docs/triton.md)::
 
     REPO/
       repository.json                 # manifest: checkpoint sha256, split -> model, names, shapes, dtypes
-      <stem>-<split>/config.pbtxt     # backend "python", explicit I/O, max_batch_size, dynamic batching
-      <stem>-<split>/1/model.py       # ddnn/triton/backend_model.py, verbatim
-      <stem>-<split>/1/cloud.pt       # the cloud part's state dict + the spec to rebuild it
+      <stem>-<split>/config.pbtxt     # backend "python" (or platform "onnxruntime_onnx"), explicit I/O,
+                                      # max_batch_size, dynamic batching
+      <stem>-<split>/1/model.onnx     # the cloud part as ONNX (the bundle's cloud graph, I/O named as below)
+      <stem>-<split>/1/model.py       # platform python: ddnn/triton/backend_model.py, verbatim (ONNX Runtime)
 
 Split ``input`` is the whole network from raw uint8 pixels (raw-input offload, principal networks);
-``blockN`` continues from the features after block N. Export is deterministic (same checkpoint and
-options, same bytes) and idempotent (unchanged files are not rewritten).
+``blockN`` continues from the features after block N. The graphs come from the checkpoint's ONNX
+bundle (:mod:`ddnn.export`); nothing in the repository needs torch. ``platform="onnxruntime"``
+writes the native ``onnxruntime_onnx`` configuration a full Triton (the NGC container) serves
+(TensorRT accelerator for GPU instances); the nvidia-pytriton wheel ships only the Python backend,
+so that one is checked against Triton's configuration schema in the tests, not run here. Export
+is deterministic (same graphs and options, same bytes) and idempotent (unchanged files are not
+rewritten).
 """
 
 from __future__ import annotations
@@ -23,22 +29,20 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ddnn.checkpoint import Checkpoint, load_checkpoint
 from ddnn.errors import InvalidInput, NotFound
-from ddnn.models import ModelSpec, cloud_part, exit_block
-from ddnn.triton.runtime import cloud_weights_bytes
+from ddnn.export.bundle import Bundle, is_bundle, load_bundle
+from ddnn.models.spec import ModelSpec, exit_block
+from ddnn.triton.model_config import DATATYPES, LOGITS_OUTPUT, WEIGHTS_FILE, render_config, triton_graph
 
 MANIFEST_NAME = "repository.json"
 MANIFEST_FORMAT = "ddnn.triton-repository/v1"
 INPUT_SPLIT = "input"
 FEATURES_INPUT = "FEATURES"
 PIXELS_INPUT = "PIXELS"
-LOGITS_OUTPUT = "LOGITS"
-WEIGHTS_FILE = "cloud.pt"
 MODEL_VERSION = 1
 KINDS = ("cpu", "gpu")
+PLATFORMS = ("python", "onnxruntime")
 # numpy dtype name -> (Triton wire datatype, config.pbtxt data_type)
-DATATYPES = {"float32": ("FP32", "TYPE_FP32"), "uint8": ("UINT8", "TYPE_UINT8")}
 
 _BACKEND_MODEL = Path(__file__).with_name("backend_model.py")
 
@@ -53,8 +57,10 @@ class ExportOptions:
         instances: model instances per model (each a stub process).
         max_queue_delay_us: how long the dynamic batcher may hold a request to merge it with others.
         preferred_batch_sizes: batch sizes dispatched at once, without waiting the queue delay.
-        torch_threads: torch intra-op threads per instance; 0 = usable cores / instances.
+        threads: ONNX Runtime intra-op threads per instance; 0 = usable cores / instances.
         name: model-name prefix; default the checkpoint file's stem.
+        platform: ``python`` (the Python backend running ONNX Runtime: what the pytriton wheel
+            serves) or ``onnxruntime`` (Triton's native onnxruntime_onnx backend, full Triton only).
     """
 
     max_batch_size: int = 256
@@ -62,8 +68,9 @@ class ExportOptions:
     instances: int = 1
     max_queue_delay_us: int = 100
     preferred_batch_sizes: tuple[int, ...] = (32, 64, 128, 256)
-    torch_threads: int = 0
+    threads: int = 0
     name: str | None = None
+    platform: str = "python"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -74,8 +81,10 @@ class ExportOptions:
             raise ValueError(f"--instances must be >= 1, got {self.instances}")
         if self.max_queue_delay_us < 0:
             raise ValueError(f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}")
-        if self.torch_threads < 0:
-            raise ValueError(f"--torch-threads must be >= 0, got {self.torch_threads}")
+        if self.threads < 0:
+            raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        if self.platform not in PLATFORMS:
+            raise ValueError(f"--platform must be one of {PLATFORMS}, got {self.platform!r}")
         if any(b < 1 for b in self.preferred_batch_sizes):
             raise ValueError(f"preferred batch sizes must be >= 1, got {list(self.preferred_batch_sizes)}")
         if self.name is not None and not _NAME_OK.fullmatch(self.name):
@@ -214,54 +223,6 @@ def model_name(prefix: str, split: str) -> str:
     return f"{prefix}-{split}"
 
 
-def render_config(info: TritonModelInfo, options: ExportOptions) -> str:
-    """config.pbtxt for one model, in Triton's text protobuf format, with the why in comments."""
-    dims = lambda shape: ", ".join(str(d) for d in shape)  # noqa: E731
-    kind = "KIND_GPU" if options.kind == "gpu" else "KIND_CPU"
-    preferred = dims(options.batch_sizes)
-    lines = [
-        f"# Generated by `ddnn export-triton` (split {info.split!r}); re-export instead of editing.",
-        f'name: "{info.model}"',
-        'backend: "python"',
-        f"max_batch_size: {info.max_batch_size}",
-        "input [",
-        "  {",
-        f'    name: "{info.input.name}"',
-        f"    data_type: {DATATYPES[info.input.dtype][1]}",
-        f"    dims: [ {dims(info.input.shape)} ]",
-        "  }",
-        "]",
-        "output [",
-        "  {",
-        f'    name: "{info.output.name}"',
-        f"    data_type: {DATATYPES[info.output.dtype][1]}",
-        f"    dims: [ {dims(info.output.shape)} ]",
-        "  }",
-        "]",
-        "# Requests from several edge streams are merged into one forward pass. Batches of the edge's",
-        "# batch size (and multiples) go at once; anything else waits at most max_queue_delay for company.",
-        "# The delay is kept small: on CPU a busy instance already lets the queue fill, and when the",
-        "# instance is idle every microsecond of waiting is added to the edge's latency.",
-        "dynamic_batching {",
-        *([f"  preferred_batch_size: [ {preferred} ]"] if preferred else []),
-        f"  max_queue_delay_microseconds: {options.max_queue_delay_us}",
-        "}",
-        "instance_group [",
-        "  {",
-        f"    count: {options.instances}",
-        f"    kind: {kind}",
-        "  }",
-        "]",
-        "parameters [",
-        f'  {{ key: "weights" value: {{ string_value: "{WEIGHTS_FILE}" }} }},',
-        "  # torch intra-op threads per instance; 0 = usable cores / instances.",
-        f'  {{ key: "torch_threads" value: {{ string_value: "{options.torch_threads}" }} }},',
-        '  { key: "require_finite" value: { string_value: "true" } }',
-        "]",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def _write_if_changed(path: Path, data: bytes) -> bool:
     """Write atomically, and only when the content differs (a polling Triton sees no spurious change)."""
     if path.is_file() and path.read_bytes() == data:
@@ -278,12 +239,45 @@ def _sanitize(stem: str) -> str:
     return name or "ddnn"
 
 
-def export_repository(checkpoint: str | Path | Checkpoint, out: str | Path, splits: list[str] | None = None,
+def _source(source) -> tuple[Bundle, object]:
+    """(bundle, checkpoint or None) for a bundle directory, a checkpoint path or a loaded checkpoint."""
+    if isinstance(source, Bundle):
+        return source, None
+    if isinstance(source, (str, Path)) and is_bundle(source):
+        return load_bundle(source), None
+    if isinstance(source, (str, Path)) and is_bundle(Path(source).with_suffix(".bundle")):
+        return load_bundle(Path(source).with_suffix(".bundle")), None  # the shipped bundle: no torch needed
+    from ddnn.checkpoint import Checkpoint, load_checkpoint
+    from ddnn.export.cache import bundle_for
+
+    ck = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    return bundle_for(ck), ck
+
+
+def _cloud_onnx(bundle: Bundle, ck, split: str, pos: int) -> bytes:
+    """The cloud graph of a split: the bundle's, or (a block without an exit) exported from the checkpoint."""
+    if split in bundle.clouds:
+        return bundle.cloud_file(split).read_bytes()
+    if ck is None:
+        raise NotFound(f"bundle {bundle.root} has no cloud graph for split {split!r} (it has {list(bundle.clouds)}); "
+                       "export the repository from the checkpoint instead")
+    import tempfile
+
+    from ddnn.export.onnx import export_cloud_graph
+
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = export_cloud_graph(ck, split, pos, Path(tmp))
+        return (Path(tmp) / graph.file).read_bytes()
+
+
+def export_repository(checkpoint, out: str | Path, splits: list[str] | None = None,
                       options: ExportOptions | None = None) -> RepositoryManifest:
-    """Export one Triton model per split point of ``checkpoint`` into the repository ``out``.
+    """Export one Triton model per split point into the repository ``out``.
 
     Args:
-        checkpoint: a checkpoint path or a loaded :class:`~ddnn.checkpoint.Checkpoint`.
+        checkpoint: an ONNX bundle (directory or :class:`~ddnn.export.bundle.Bundle`), or a checkpoint
+            path or loaded :class:`~ddnn.checkpoint.Checkpoint` (its bundle: the shipped one beside it,
+            else exported with torch into the cache).
         out: repository directory (created if needed). Models a previous export listed in its
             manifest but not exported now are removed; other directories are left alone.
         splits: split point names (``blockN`` or ``input``); default: every early exit and ``input``.
@@ -293,14 +287,14 @@ def export_repository(checkpoint: str | Path | Checkpoint, out: str | Path, spli
         The manifest written to ``out/repository.json``.
     """
     options = options or ExportOptions()
-    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    ck.model.eval()
-    spec = ck.spec
+    bundle, ck = _source(checkpoint)
+    spec = ModelSpec.from_dict(bundle.spec)
     splits = list(dict.fromkeys(splits or default_splits(spec)))
     if not splits:
         raise InvalidInput("no split points to export")
     positions = {s: split_position(s, spec) for s in splits}
-    prefix = options.name or _sanitize(Path(ck.path).stem if ck.path else spec.label)
+    stem = Path(ck.path).stem if ck is not None and ck.path else Path(bundle.checkpoint_file).stem
+    prefix = options.name or _sanitize(stem or spec.label)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -311,19 +305,23 @@ def export_repository(checkpoint: str | Path | Checkpoint, out: str | Path, spli
     models: dict[str, TritonModelInfo] = {}
     model_source = _BACKEND_MODEL.read_bytes()
     for split, pos in positions.items():
-        cloud = cloud_part(ck.model, pos)
-        weights = cloud_weights_bytes(cloud, spec, split, ck.classes, ck.sha256)
         in_dtype = "uint8" if pos == 0 else "float32"
+        in_shape = tuple(bundle.image_shape) if pos == 0 else tuple(spec_shape(bundle, ck, split, pos))
+        in_name = PIXELS_INPUT if pos == 0 else FEATURES_INPUT
+        graph = triton_graph(_cloud_onnx(bundle, ck, split, pos), in_name)
         info = TritonModelInfo(
             model=model_name(prefix, split), split=split, position=pos,
-            input=TensorSpec(PIXELS_INPUT if pos == 0 else FEATURES_INPUT, in_dtype, tuple(cloud.input_shape)),
+            input=TensorSpec(in_name, in_dtype, in_shape),
             output=TensorSpec(LOGITS_OUTPUT, "float32", (spec.num_classes,)),
-            max_batch_size=options.max_batch_size, weights_sha256=hashlib.sha256(weights).hexdigest())
+            max_batch_size=options.max_batch_size, weights_sha256=hashlib.sha256(graph).hexdigest())
         model_dir = out / info.model
         version_dir = model_dir / str(info.version)
         _write_if_changed(model_dir / "config.pbtxt", render_config(info, options).encode())
-        _write_if_changed(version_dir / "model.py", model_source)
-        _write_if_changed(version_dir / WEIGHTS_FILE, weights)
+        if options.platform == "python":
+            _write_if_changed(version_dir / "model.py", model_source)
+        elif (version_dir / "model.py").is_file():
+            (version_dir / "model.py").unlink()
+        _write_if_changed(version_dir / WEIGHTS_FILE, graph)
         models[split] = info
 
     if previous is not None:
@@ -335,7 +333,14 @@ def export_repository(checkpoint: str | Path | Checkpoint, out: str | Path, spli
     export = asdict(options)
     export["preferred_batch_sizes"] = list(options.batch_sizes)
     export["name"] = prefix
-    manifest = RepositoryManifest(ck.sha256, Path(ck.path).name if ck.path else "", spec.to_dict(), tuple(ck.classes),
-                                  export, models)
+    manifest = RepositoryManifest(bundle.checkpoint_sha256, bundle.checkpoint_file, spec.to_dict(),
+                                  tuple(bundle.classes), export, models)
     _write_if_changed(out / MANIFEST_NAME, (json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n").encode())
     return manifest
+
+
+def spec_shape(bundle: Bundle, ck, split: str, pos: int) -> tuple[int, ...]:
+    """Per-sample feature shape at a split: from the bundle, else from the checkpoint's model."""
+    if split in bundle.clouds:
+        return bundle.cloud(split).input_shape
+    return tuple(ck.model.shapes[pos])

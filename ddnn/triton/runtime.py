@@ -1,53 +1,19 @@
-"""What runs inside Triton's Python backend: the cloud-part weights file, input checks, batched inference.
+"""What runs inside Triton's Python backend: input checks and batched ONNX Runtime inference.
 
 Kept free of ``triton_python_backend_utils`` so it is testable in-process; ``backend_model.py``
-(copied into every model version as ``model.py``) is the thin Triton adapter around it.
+(copied into every model version as ``model.py``) is the thin Triton adapter around it. No torch:
+the model is the cloud part's ONNX graph.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from ddnn.models import CloudPart, ModelSpec, build_model, cloud_part
-
-WEIGHTS_FORMAT = "ddnn.triton-cloud/v1"
 
 # config.pbtxt data types the exported models use, as numpy dtypes.
 CONFIG_DTYPES = {"TYPE_FP32": np.dtype(np.float32), "TYPE_FP16": np.dtype(np.float16), "TYPE_UINT8": np.dtype(np.uint8)}
-
-
-def cloud_weights_bytes(cloud: CloudPart, spec: ModelSpec, split: str, classes, checkpoint_sha256: str) -> bytes:
-    """Serialize a cloud part (its own state dict only, plus the spec to rebuild it) deterministically.
-
-    Saved through a buffer so the archive's inner name, and so the bytes, never depend on the
-    file name; torch's zip writer adds no timestamps, so the same weights give the same bytes.
-    """
-    state = {k: v.detach().cpu().contiguous() for k, v in cloud.state_dict().items()}
-    payload = {"format": WEIGHTS_FORMAT, "spec": spec.to_dict(), "position": int(cloud.position), "split": split,
-               "classes": list(classes), "checkpoint_sha256": checkpoint_sha256, "state_dict": state}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return buf.getvalue()
-
-
-def load_cloud_weights(path: str | Path, device: str | torch.device = "cpu") -> CloudPart:
-    """Rebuild the cloud part saved by :func:`cloud_weights_bytes` (eval mode, on ``device``)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt files
-        raise ValueError(f"{path}: not a readable torch file ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{path}: not a ddnn cloud-part weights file (expected format {WEIGHTS_FORMAT!r})")
-    model = build_model(ModelSpec.from_dict(payload["spec"]))
-    cloud = cloud_part(model, int(payload["position"]))
-    cloud.load_state_dict(payload["state_dict"], strict=True)
-    return cloud.to(device).eval()
 
 
 def batch_problem(array: np.ndarray, dtype: np.dtype, item_shape: tuple[int, ...], max_batch: int,
@@ -80,20 +46,32 @@ def default_threads(instances: int) -> int:
 
 
 class CloudRunner:
-    """Runs a cloud part on a list of request batches as one batch and splits the logits back."""
+    """Runs a cloud graph on a list of request batches as one batch and splits the logits back.
 
-    def __init__(self, cloud: CloudPart, device: str | torch.device = "cpu"):
-        self.cloud = cloud
-        self.device = torch.device(device)
+    Args:
+        path: the ONNX file.
+        threads: intra-op threads (0 = ONNX Runtime's default).
+        device_id: a GPU to run on (CUDA execution provider, when ONNX Runtime has it), or None for the CPU.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0, device_id: int | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        providers: list = ["CPUExecutionProvider"]
+        if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+        self.session = ort.InferenceSession(str(path), so, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.providers = self.session.get_providers()
 
     def __call__(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         x = batches[0] if len(batches) == 1 else np.concatenate(batches)
-        with warnings.catch_warnings():
-            # Triton hands over read-only views of its shared memory; the model never writes to them.
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            t = torch.from_numpy(x)
-        with torch.inference_mode():
-            logits = self.cloud(t.to(self.device, non_blocking=True)).float().cpu().numpy()
+        (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})
         if len(batches) == 1:
             return [logits]
         return np.split(logits, np.cumsum([len(b) for b in batches[:-1]]))

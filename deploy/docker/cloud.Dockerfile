@@ -2,9 +2,9 @@
 # Triton (deploy/docker/triton_serve.py: the nvidia-pytriton wheel's tritonserver, Python backend,
 # gRPC 8001, HTTP 8000, metrics 8002). Build from the repository root:
 #   docker build -f deploy/docker/cloud.Dockerfile -t ddnn-cloud:0.1.0 .
-# For Triton on NVIDIA GPUs (deploy/k8s/overlays/gpu-cloud) build with a CUDA torch instead:
-#   docker build -f deploy/docker/cloud.Dockerfile -t ddnn-cloud:0.1.0-cuda \
-#     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 --build-arg TORCH_VERSION=2.13.0+cu128 .
+# The models are the ONNX cloud graphs of models/*.bundle, run by ONNX Runtime (no torch in the image).
+# For Triton on NVIDIA GPUs (deploy/k8s/overlays/gpu-cloud) serve them with the NGC Triton container's
+# native onnxruntime_onnx backend instead: `ddnn export-triton --platform onnxruntime --kind gpu`.
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
 # -- protos: generate ddnn/pb with grpcio-tools, which the runtime image does not need -------------
@@ -19,14 +19,11 @@ COPY protos/ protos/
 COPY scripts/gen_proto.py scripts/
 RUN /opt/build/bin/python scripts/gen_proto.py
 
-# -- deps: a virtualenv with torch (CPU unless told otherwise), the pinned runtime + Triton deps --
+# -- deps: a virtualenv with the pinned runtime + Triton deps (ONNX Runtime; no torch) -----------
 FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG TORCH_VERSION=2.13.0+cpu
 COPY deploy/docker/requirements/runtime.txt deploy/docker/requirements/cloud.txt /tmp/req/
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
  && /opt/venv/bin/pip install --no-deps -r /tmp/req/cloud.txt \
  && /opt/venv/bin/pip check
 
@@ -53,6 +50,7 @@ COPY ddnn/ ddnn/
 COPY --from=protos /src/ddnn/pb/ ddnn/pb/
 COPY services/ services/
 COPY models/resnet20w32-cifar10.pt models/
+COPY models/resnet20w32-cifar10.bundle/ models/resnet20w32-cifar10.bundle/
 COPY deploy/docker/grpc_health_probe.py deploy/docker/triton_serve.py deploy/docker/
 # The Triton model repository is written here (a volume shared with the cloud in docker compose).
 RUN install -d -o ddnn -g ddnn /triton

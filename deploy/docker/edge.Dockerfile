@@ -14,14 +14,11 @@ COPY protos/ protos/
 COPY scripts/gen_proto.py scripts/
 RUN /opt/build/bin/python scripts/gen_proto.py
 
-# -- deps: a virtualenv with CPU torch and the pinned runtime dependencies --------------------------
+# -- deps: a virtualenv with the pinned runtime dependencies (ONNX Runtime; no torch) --------------
 FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG TORCH_VERSION=2.13.0+cpu
 COPY deploy/docker/requirements/runtime.txt /tmp/req/
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
  && /opt/venv/bin/pip install --no-deps -r /tmp/req/runtime.txt \
  && /opt/venv/bin/pip check
 
@@ -41,13 +38,15 @@ ENV PATH=/opt/venv/bin:${PATH} \
     DDNN_EDGE_METRICS_ADDR=0.0.0.0 \
     DDNN_EDGE_METRICS_PORT=9101 \
     DDNN_EDGE_CHECKPOINT=/app/models/resnet20w32-cifar10.pt \
+    DDNN_EDGE_BUNDLE=/app/models/resnet20w32-cifar10.bundle \
     DDNN_EDGE_POLICY=/app/models/resnet20w32-cifar10.policy.json
 WORKDIR /app
 COPY --from=deps /opt/venv /opt/venv
 COPY ddnn/ ddnn/
 COPY --from=protos /src/ddnn/pb/ ddnn/pb/
 COPY services/ services/
-COPY models/resnet20w32-cifar10.pt models/resnet20w32-cifar10.policy.json models/
+COPY models/resnet20w32-cifar10.policy.json models/resnet20w32-cifar10.onnxruntime-int8.policy.json models/
+COPY models/resnet20w32-cifar10.bundle/ models/resnet20w32-cifar10.bundle/
 COPY deploy/docker/grpc_health_probe.py deploy/docker/
 USER 10001:10001
 EXPOSE 50051 9101

@@ -15,14 +15,11 @@ COPY protos/ protos/
 COPY scripts/gen_proto.py scripts/
 RUN /opt/build/bin/python scripts/gen_proto.py
 
-# -- deps: a virtualenv with CPU torch and the pinned runtime dependencies --------------------------
+# -- deps: a virtualenv with the pinned runtime dependencies (ONNX Runtime; no torch) --------------
 FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG TORCH_VERSION=2.13.0+cpu
 COPY deploy/docker/requirements/runtime.txt /tmp/req/
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
  && /opt/venv/bin/pip install --no-deps -r /tmp/req/runtime.txt \
  && /opt/venv/bin/pip check
 

@@ -4,7 +4,7 @@ The entry point of the ``triton`` service in docker-compose.yml and of the ``tri
 deploy/k8s. It writes the model repository with ``ddnn.triton.export_repository`` (what ``ddnn
 export-triton`` does; ``DDNN_TRITON_SERVE_KIND=gpu`` gives KIND_GPU instance groups) and runs the
 nvidia-pytriton wheel's ``tritonserver`` through ``ddnn.triton.server.TritonServer``, which sets
-up the Python backend's stub so the models can import torch and ddnn. Unlike the launcher inside
+up the Python backend's stub so the models can import onnxruntime and ddnn. Unlike the launcher inside
 the cloud service, the ports are fixed (Triton's conventional 8000 HTTP, 8001 gRPC, 8002 metrics)
 and bound on all interfaces, so the cloud connects over the network (``DDNN_CLOUD_TRITON_URL``)
 and Prometheus scrapes Triton's own metrics. SIGTERM stops Triton gracefully.
@@ -38,7 +38,7 @@ class TritonServeSettings:
     kind: str = setting("cpu", "instance kind of every model: cpu (KIND_CPU) or gpu (KIND_GPU)")
     instances: int = setting(1, "model instances per model")
     max_batch: int = setting(256, "max_batch_size of every model")
-    torch_threads: int = setting(0, "torch threads per instance (0 = usable cores / instances)")
+    threads: int = setting(0, "ONNX Runtime threads per instance (0 = usable cores / instances)")
     host: str = setting("0.0.0.0", "address Triton's endpoints bind to")
     grpc_port: int = setting(8001, "Triton gRPC port (0 = any free port)")
     http_port: int = setting(8000, "Triton HTTP port (0 = any free port, -1 = off)")
@@ -63,7 +63,7 @@ def export(s: TritonServeSettings) -> None:
 
     splits = [x.strip() for x in s.splits.split(",") if x.strip()] or None
     options = ExportOptions(max_batch_size=s.max_batch, kind=s.kind, instances=s.instances,
-                            torch_threads=s.torch_threads)
+                            threads=s.threads)
     manifest = export_repository(s.checkpoint, s.repository, splits, options)
     log.info("exported %s to %s: %s (%s x%d)", s.checkpoint, s.repository, ", ".join(manifest.model_names),
              s.kind, s.instances)

@@ -1,4 +1,4 @@
-"""Where the deep segment runs: a Triton server (production) or in-process PyTorch."""
+"""Where the deep segment runs: a Triton server (production), in-process ONNX Runtime, or torch (research)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from ddnn.checkpoint import Checkpoint
-from ddnn.inference import CloudRunner
-from ddnn.models import cloud_part
+from ddnn.engines import Backend, CloudPartEngine, EngineSpec, cloud_part
+from ddnn.export.bundle import INPUT_SPLIT, Bundle
 
 
 @dataclass(frozen=True)
@@ -25,41 +23,41 @@ class SplitModel:
     triton_model: str = ""
 
 
-def split_models(ck: Checkpoint, names: list[str] | None = None) -> dict[str, SplitModel]:
-    """Split points of a checkpoint: each early exit, plus ``input`` (the whole network)."""
-    names = names or [*ck.exit_names[:-1], "input"]
+def split_models(bundle: Bundle, names: list[str] | None = None) -> dict[str, SplitModel]:
+    """Split points of an export bundle: each early exit, plus ``input`` (the whole network)."""
+    names = names or list(bundle.clouds)
     out = {}
     for name in names:
-        if name == "input":
-            out[name] = SplitModel("input", 0, (32, 32, 3), "uint8")
-            continue
-        if name not in ck.exit_names[:-1]:
-            raise ValueError(f"split point {name!r} is not an edge exit of {ck.path} "
-                             f"(exits: {list(ck.exit_names[:-1])})")
-        pos = ck.model.position(name)
-        out[name] = SplitModel(name, pos, tuple(ck.model.shapes[pos]), "float32")
+        if name not in bundle.clouds:
+            edge = [s for s in bundle.clouds if s != INPUT_SPLIT]
+            raise ValueError(f"split point {name!r} is not an edge exit of {bundle.checkpoint_file or bundle.root} "
+                             f"(exits: {edge})")
+        g = bundle.cloud(name)
+        out[name] = SplitModel(name, g.position, tuple(g.input_shape), g.input_dtype)
     return out
 
 
-class TorchBackend:
-    """In-process PyTorch, one compute thread (for machines without Triton, and as a reference)."""
+class EngineBackend:
+    """The cloud parts in-process on an engine (ONNX Runtime; torch for research), one compute thread."""
 
-    name = "torch"
-
-    def __init__(self, ck: Checkpoint, splits: dict[str, SplitModel], threads: int = 0):
-        if threads:
-            torch.set_num_threads(threads)
-        self.runners = {s.split: CloudRunner(cloud_part(ck.model, s.position)) for s in splits.values()}
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-cloud")
+    def __init__(self, spec: EngineSpec, source, splits: dict[str, SplitModel]):
+        self.name = spec.backend.value
+        self.parts: dict[str, CloudPartEngine] = {s: cloud_part(spec, source, s) for s in splits}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-cloud")
 
     async def start(self) -> None:
         return None
 
     async def logits(self, split: str, x: np.ndarray) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self.runners[split].logits, x)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.parts[split].run, x)
 
     async def ready(self) -> bool:
         return True
 
     async def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def TorchBackend(ck, splits: dict[str, SplitModel], threads: int = 0) -> EngineBackend:
+    """In-process PyTorch on a checkpoint (torch is imported only here)."""
+    return EngineBackend(EngineSpec(Backend.TORCH, threads=threads), ck, splits)

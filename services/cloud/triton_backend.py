@@ -1,6 +1,6 @@
 """The deep segment on a real Triton server (Python backend), started here or given by address.
 
-On start the checkpoint's cloud parts are exported to a Triton model repository (one model per
+On start the bundle's ONNX cloud graphs are exported to a Triton model repository (one model per
 split point, dynamic batching on; idempotent, so a restart reuses it) and the ``tritonserver``
 binary is launched on it, unless ``--triton-url`` names a running server. A watchdog restarts a
 Triton this service started if it dies; while it is down, requests fail with UNAVAILABLE and
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddnn.checkpoint import Checkpoint
 from ddnn.errors import NotReady
+from ddnn.export.bundle import Bundle
 from ddnn.paths import cache_dir
 from ddnn.triton.client import AsyncTritonClient
 from ddnn.triton.repository import ExportOptions, export_repository, load_manifest
@@ -31,26 +31,26 @@ log = logging.getLogger(__name__)
 class TritonBackend:
     name = "triton"
 
-    def __init__(self, ck: Checkpoint, splits: dict[str, SplitModel], s: CloudSettings, max_message_bytes: int):
+    def __init__(self, ck: Bundle, splits: dict[str, SplitModel], s: CloudSettings, max_message_bytes: int):
         self.s = s
         self.max_message_bytes = max_message_bytes
         self.splits = splits
-        repo = Path(s.triton_repository) if s.triton_repository else cache_dir() / "triton" / ck.sha256[:16]
+        repo = Path(s.triton_repository) if s.triton_repository else cache_dir() / "triton" / ck.checkpoint_sha256[:16]
         self.server: TritonServer | None = None
         if s.triton_url:
             manifest = load_manifest(repo)
             self.url = s.triton_url
         else:
-            options = ExportOptions(max_batch_size=s.max_batch, torch_threads=s.triton_threads,
+            options = ExportOptions(max_batch_size=s.max_batch, threads=s.triton_threads,
                                     max_queue_delay_us=s.triton_max_queue_delay_us)
             manifest = export_repository(ck, repo, list(splits), options)
             self.server = TritonServer(repo, models=[manifest.model_for(x).model for x in splits], host=s.triton_host,
                                        metrics_port=s.triton_metrics_port, http_port=None, startup_timeout=180,
                                        log_path=repo.parent / f"{repo.name}.tritonserver.log")
             self.url = ""
-        if manifest.checkpoint_sha256 != ck.sha256:
+        if manifest.checkpoint_sha256 != ck.checkpoint_sha256:
             raise ValueError(f"Triton repository {repo} was exported from checkpoint "
-                             f"{manifest.checkpoint_sha256[:12]}, this service serves {ck.sha256[:12]}")
+                             f"{manifest.checkpoint_sha256[:12]}, this service serves {ck.checkpoint_sha256[:12]}")
         self.models = {x: manifest.model_for(x).model for x in splits}
         for x in splits:
             splits[x] = SplitModel(**{**splits[x].__dict__, "triton_model": self.models[x]})

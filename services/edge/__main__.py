@@ -6,11 +6,11 @@ import logging
 import sys
 
 import numpy as np
-import torch
 
-from ddnn.checkpoint import load_checkpoint
 from ddnn.control.modes import ModeSelector, ModeThresholds
 from ddnn.control.slo import SloTarget
+from ddnn.engines import EngineSpec, policy_engine
+from ddnn.paths import SHIPPED_INT8_POLICY, SHIPPED_POLICY
 from ddnn.pb.ddnn.v1 import edge_pb2_grpc
 from ddnn.policies import EdgePolicy
 from ddnn.serving.control import ControlGuard
@@ -18,6 +18,7 @@ from ddnn.serving.entry import run_service
 from ddnn.serving.server import GrpcServer, TlsFiles, serve_until_signalled
 from services.edge import metrics
 from services.edge.cloud_link import CloudLink
+from services.edge.model import load_edge_model
 from services.edge.runtime import EdgeRuntime
 from services.edge.server import ChannelMonitor, EdgeServicer
 from services.edge.settings import EdgeSettings
@@ -40,12 +41,21 @@ def message_limit(s: EdgeSettings, runtime: EdgeRuntime | None = None) -> int:
     return s.message_limit(max(s.max_batch * (per_sample + SAMPLE_ID_BYTES), POLICY_BYTES))
 
 
+def default_policy(spec: EngineSpec) -> str:
+    """The shipped policy calibrated for the engine's precision."""
+    return str(SHIPPED_INT8_POLICY if spec.precision == "int8" else SHIPPED_POLICY)
+
+
 def build(s: EdgeSettings) -> tuple[EdgeRuntime, CloudLink | None]:
-    if s.torch_threads:
-        torch.set_num_threads(s.torch_threads)
-    ck = load_checkpoint(s.checkpoint)
-    principal = load_checkpoint(s.principal_checkpoint) if s.principal_checkpoint else None
-    runtime = EdgeRuntime(ck, EdgePolicy.load(s.policy), s.mode, s.payload, s.modes, principal)
+    spec = EngineSpec.parse(s.engine, s.threads or s.torch_threads)  # --torch-threads: the older name
+    model = load_edge_model(spec, s.bundle, s.checkpoint, s.principal_checkpoint)
+    policy = EdgePolicy.load(s.policy or default_policy(spec))
+    fitted = policy_engine(policy.meta)
+    if fitted.precision != spec.precision:
+        log.warning("policy %s was calibrated for engine %s, this edge runs %s: its thresholds assume the other "
+                    "precision's logits (calibrate one with `ddnn calibrate --engine %s`)", s.policy or "(default)",
+                    fitted.name, spec.name, spec.name)
+    runtime = EdgeRuntime(model, policy, s.mode, s.payload, s.modes)
     link = None
     if s.cloud:
         tls = TlsFiles(s.cloud_tls_cert or None, s.cloud_tls_key or None, s.cloud_tls_ca or None)
@@ -74,8 +84,8 @@ async def serve(s: EdgeSettings) -> None:
     server = GrpcServer(s.listen, message_limit(s), s.tls, s.keepalive_s, s.grace_s,
                         on_health=lambda ok: metrics.SERVING.set(1 if ok else 0))
     server.add(edge_pb2_grpc.add_EdgeServicer_to_server, servicer, "ddnn.v1.Edge")
-    log.info("edge serving %s (mode %s, payload %s), cloud %s, message limit %d bytes", runtime.ck.path, s.mode,
-             s.payload, s.cloud or "none", message_limit(s))
+    log.info("edge serving %s on engine %s (mode %s, payload %s), cloud %s, message limit %d bytes",
+             runtime.model.path, runtime.model.spec.name, s.mode, s.payload, s.cloud or "none", message_limit(s))
 
     async def close() -> None:
         monitor.stop()

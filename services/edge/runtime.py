@@ -14,13 +14,12 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from ddnn.checkpoint import Checkpoint
 from ddnn.codec import PAYLOADS
 from ddnn.errors import InvalidInput, PolicyError
 from ddnn.inference import EdgeEngine
-from ddnn.models import aux_principal, raw_input_split, split_at
 from ddnn.policies import EdgePolicy
 from services.edge import metrics
+from services.edge.model import EdgeModel
 from services.edge.policy_check import check_policy_runs, parse_policy_json, policy_from_doc, with_knobs
 from services.edge.settings import MODES, parse_modes
 
@@ -52,25 +51,32 @@ class EdgeConfig:
 
 
 class EdgeRuntime:
-    """Builds routes for a checkpoint and swaps configurations atomically."""
+    """Builds routes for an edge model (engine) and swaps configurations atomically.
 
-    def __init__(self, ck: Checkpoint, policy: EdgePolicy, mode: str, payload: str, modes_text: str = "",
-                 principal: Checkpoint | None = None, observer=None):
-        self.ck = ck
-        self.principal = principal
+    ``model`` is an :class:`~services.edge.model.EdgeModel`; a torch ``Checkpoint`` (and
+    ``principal``) is accepted too and runs on the torch engine.
+    """
+
+    def __init__(self, model, policy: EdgePolicy, mode: str, payload: str, modes_text: str = "",
+                 principal=None, observer=None):
+        if not isinstance(model, EdgeModel):
+            model = EdgeModel.from_checkpoint(model, principal)
+        self.model = self.ck = model
+        self.aux = model.aux
         self.observer = observer
-        self.cloud_sha256 = (principal or ck).sha256
-        edge_exits = list(ck.exit_names[:-1]) if principal is None else list(ck.exit_names)
+        self.cloud_sha256 = model.cloud_sha256
+        edge_exits = list(model.edge_exits)
         if not edge_exits:
-            raise ValueError(f"{ck.path} has no early exit: nothing for the edge to answer with")
+            raise ValueError(f"{model.path} has no early exit: nothing for the edge to answer with")
         self.mode_exits = {"ws": [edge_exits[0]], "normal": [edge_exits[-1]]}
         self.mode_exits.update(parse_modes(modes_text))
         for m, exits in self.mode_exits.items():
             unknown = [e for e in exits if e not in edge_exits]
             if unknown:
-                raise ValueError(f"--modes: {m} uses exits {unknown} that {ck.path} does not have at the edge "
+                raise ValueError(f"--modes: {m} uses exits {unknown} that {model.path} does not have at the edge "
                                  f"(edge exits: {edge_exits})")
         self.policy_exits = edge_exits
+        self._parts: dict = {}  # (exits, raw) -> engine: sessions are built once, reused by every configuration
         self._lock = threading.Lock()
         self.base_policy, self.base_mode, self.base_payload = policy, mode, payload
         self.override_knobs: dict[str, float] = {}
@@ -80,19 +86,20 @@ class EdgeRuntime:
 
     def policy_key(self, exit: str) -> str:
         """The policy's name for an engine exit (the aux arrangement prefixes ``aux_``)."""
-        return exit[4:] if self.principal is not None and exit.startswith("aux_") else exit
+        return exit[4:] if self.aux and exit.startswith("aux_") else exit
 
     def _route(self, policy: EdgePolicy, mode: str, payload: str) -> Route:
         exits = self.mode_exits[mode]
-        if self.principal is not None:
-            split = aux_principal(self.ck.model, self.principal.model, exits)
+        names = list(exits)
+        if self.aux:
+            names = [f"aux_{e}" for e in exits]
             policy = EdgePolicy({f"aux_{e}": policy.criterion(e) for e in exits}, policy.drop, policy.meta)
-        elif payload == "raw":
-            split = raw_input_split(self.ck.model, exits)
-        else:
-            split = split_at(self.ck.model, exits[-1], exits)
-        engine = EdgeEngine(split.edge, policy, observer=self.observer)
-        return Route(engine, split.name, tuple(split.edge.exit_names), tuple(split.edge.feature_shape))
+        part = self._parts.get((tuple(exits), payload == "raw"))
+        if part is None:
+            part = self.model.part(exits, "input" if payload == "raw" or self.aux else "features")
+            self._parts[(tuple(exits), payload == "raw")] = part
+        engine = EdgeEngine(part, policy, observer=self.observer, exits=names)
+        return Route(engine, part.split, tuple(names), tuple(part.feature_shape))
 
     def _build(self) -> EdgeConfig:
         mode = self.base_mode
@@ -101,7 +108,7 @@ class EdgeRuntime:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if payload not in PAYLOADS:
             raise InvalidInput(f"payload must be one of {', '.join(PAYLOADS)}, got {payload!r}")
-        if self.principal is not None and payload != "raw":
+        if self.aux and payload != "raw":
             raise InvalidInput("the aux/principal arrangement offloads the raw input: payload must be 'raw'")
         knobs = {e: k for e, k in self.override_knobs.items() if e in self.base_policy.criteria}
         policy = self.base_policy.with_knobs(knobs) if knobs else self.base_policy
@@ -135,7 +142,7 @@ class EdgeRuntime:
             try:
                 if policy_json:
                     doc = parse_policy_json(policy_json)
-                    self.base_policy = policy_from_doc(doc, self.policy_exits, self.ck.spec.num_classes)
+                    self.base_policy = policy_from_doc(doc, self.policy_exits, self.model.num_classes)
                 if knobs:
                     self.base_policy = with_knobs(self.base_policy, knobs)
                     for e in knobs:  # an explicit knob wins over the controller's, until it acts again
@@ -145,7 +152,7 @@ class EdgeRuntime:
                     self.base_payload = payload
                     self.override_payload = None
                 config, built = self._build(), True
-                check_policy_runs(config.policy, self.mode_exits, self.ck.spec.num_classes)
+                check_policy_runs(config.policy, self.mode_exits, self.model.num_classes)
                 self.config = config
             except Exception:
                 (self.base_policy, self.base_mode, self.base_payload, self.override_knobs,

@@ -209,7 +209,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             mode=cfg.mode, effective_mode=mode, active_exits=list(route.exits),
             knobs={e: c.knob for e, c in cfg.policy.criteria.items()},
             policy_json=json.dumps(cfg.policy.to_dict()), payload=cfg.payload,
-            cloud_connected=bool(self.link and self.link.connected), checkpoint_sha256=self.runtime.ck.sha256,
+            cloud_connected=bool(self.link and self.link.connected), checkpoint_sha256=self.runtime.model.sha256,
             samples_by_outcome=dict(self.by_outcome),
             link=edge_pb2.LinkEstimate(rtt_s=est.rtt_s, throughput_bytes_per_s=est.throughput_bps,
                                        error_rate=est.error_rate, inflight_batches=self.link.inflight)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ddnn.codec import PAYLOADS
-from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_POLICY
+from ddnn.paths import SHIPPED_CHECKPOINT
 from ddnn.serving.settings import ServerSettings, setting
 
 MODES = ("auto", "normal", "ws", "local")
@@ -13,8 +13,14 @@ MODES = ("auto", "normal", "ws", "local")
 
 @dataclass
 class EdgeSettings(ServerSettings):
-    checkpoint: str = setting(str(SHIPPED_CHECKPOINT), "checkpoint whose edge part runs here")
-    policy: str = setting(str(SHIPPED_POLICY), "exit policy JSON (ddnn calibrate)")
+    checkpoint: str = setting(str(SHIPPED_CHECKPOINT), "checkpoint whose edge part runs here (torch engine; "
+                                                       "for ONNX engines, its bundle x.bundle beside x.pt)")
+    bundle: str = setting("", "ONNX bundle (ddnn export-onnx) the ONNX engines run (default: the one beside "
+                              "--checkpoint, else exported from it when torch is importable)")
+    engine: str = setting("onnxruntime", "engine: onnxruntime | onnxruntime-int8 | openvino[-int8|-bf16] | torch")
+    threads: int = setting(0, "engine intra-op threads (0 = the runtime's default)")
+    policy: str = setting("", "exit policy JSON (ddnn calibrate; default: the shipped policy calibrated for "
+                              "the engine's precision)")
     principal_checkpoint: str = setting("", "aux/principal arrangement: the cloud's principal network; "
                                             "the edge then offloads raw images (Lo et al.)")
     listen: str = setting("127.0.0.1:50051", "gRPC listen address (port 0 = any free port)")
@@ -37,7 +43,7 @@ class EdgeSettings(ServerSettings):
                            "bandwidth=BYTES_PER_S ('' = off)")
     slo_interval_s: float = setting(1.0, "SLO controller period")
     slo_window_s: float = setting(5.0, "SLO controller measurement window")
-    torch_threads: int = setting(0, "intra-op threads for the edge network (0 = torch's default)")
+    torch_threads: int = setting(0, "the older name of --threads (--threads wins)")
     cloud_tls_ca: str = setting("", "CA that signed the cloud's certificate; enables TLS to the cloud")
     cloud_tls_cert: str = setting("", "client certificate for mutual TLS to the cloud")
     cloud_tls_key: str = setting("", "client private key for mutual TLS to the cloud")
@@ -46,6 +52,10 @@ class EdgeSettings(ServerSettings):
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        from ddnn.engines import ENGINE_NAMES
+
+        if self.engine not in ENGINE_NAMES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
         if self.payload not in PAYLOADS:
             raise ValueError(f"--payload must be one of {', '.join(PAYLOADS)}, got {self.payload!r}")
         self.check_common()

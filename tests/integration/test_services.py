@@ -58,6 +58,31 @@ def edge(work, cloud):
     assert svc.stop() == 0, svc.log_tail()
 
 
+ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine_edge(request, work, cloud):
+    """An edge on each engine, the same cloud (Triton) behind them all."""
+    svc = start("services.edge", ["--policy", str(work / "policy.json"), "--cloud", cloud.grpc, "--listen",
+                                  "127.0.0.1:0", "--metrics-port", "0", "--max-batch", "64", "--engine", request.param,
+                                  "--max-message-bytes", str(1024 * 1024)], work, name=f"edge-{request.param}")
+    yield request.param, svc
+    assert svc.stop() == 0, svc.log_tail()
+
+
+def reference_pipeline(engine: str) -> InProcessPipeline:
+    """The offline pipeline on ``engine``: its edge part, and the cloud graph Triton serves (torch: torch's)."""
+    from ddnn.engines import Backend, EngineSpec, cloud_part, edge_part
+    from ddnn.export.cache import bundle_for, file_precision
+
+    spec = EngineSpec.parse(engine)
+    ck = load_checkpoint(SHIPPED_CHECKPOINT)
+    source = ck if spec.backend == Backend.TORCH else bundle_for(ck, file_precision(spec.precision))
+    return InProcessPipeline(edge_part(spec, source, ["block7"]), cloud_part(spec, source, "block7"),
+                             EdgePolicy.from_dict(POLICY), exits=["block7"])
+
+
 @pytest.fixture(scope="module")
 def test_images():
     arrays = load_split(default_test_source(), "test")
@@ -77,23 +102,23 @@ def run_loadgen(edge_addr: str, out, limit: int, *extra: str) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def test_distributed_equals_in_process(edge, work, test_images):
-    report = run_loadgen(edge.grpc, work / "lg", N_EQUIV, "--concurrency", "2")
+def test_distributed_equals_in_process(engine_edge, work, test_images):
+    engine, edge = engine_edge
+    lg = work / f"lg-{engine}"
+    report = run_loadgen(edge.grpc, lg, N_EQUIV, "--concurrency", "2")
     assert report["integrity"]["ok"] and report["samples"] == N_EQUIV
-    rows = read_rows(work / "lg" / "samples.csv")
+    rows = read_rows(lg / "samples.csv")
     ids = np.array([int(r["sample_id"]) for r in rows])
     assert len(set(ids)) == N_EQUIV and len(set(test_images[1][ids])) == 10  # a shuffled subset: all classes
-    ck = load_checkpoint(SHIPPED_CHECKPOINT)
-    ref = InProcessPipeline(split_at(ck.model, "block7", ["block7"]), EdgePolicy.from_dict(POLICY))
-    offline = ref.run(test_images[0][ids])  # same images, same order, same batches of 32
+    offline = reference_pipeline(engine).run(test_images[0][ids])  # same images, same order, same batches of 32
     assert [r["exit"] for r in rows] == offline.exit
     assert np.array_equal([int(r["prediction"]) for r in rows], offline.prediction)
-    # ... and equal `ddnn eval`'s per-sample output (full-model logits, cached, its own batching).
+    # ... and equal `ddnn eval`'s per-sample output on the same engine (logits cached, its own batching).
     proc = subprocess.run([sys.executable, "-m", "ddnn", "eval", "--policy", str(work / "policy.json"), "--exits",
-                           "block7", "--per-sample", str(work / "eval.csv"), "--no-progress"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+                           "block7", "--per-sample", str(work / f"eval-{engine}.csv"), "--no-progress",
+                           "--engine", engine], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    evaluated = {int(r["sample_id"]): r for r in read_rows(work / "eval.csv")}
+    evaluated = {int(r["sample_id"]): r for r in read_rows(work / f"eval-{engine}.csv")}
     for r in rows:
         e = evaluated[int(r["sample_id"])]
         assert (e["exit"], int(e["prediction"])) == (r["exit"], int(r["prediction"])), (r, e)

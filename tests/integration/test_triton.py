@@ -256,13 +256,13 @@ def test_startup_failure_names_the_problem_and_shows_the_log(repos, tmp_path):
     (broken / name / "1").mkdir(parents=True)
     (broken / name / "config.pbtxt").write_bytes((repo / name / "config.pbtxt").read_bytes())
     (broken / name / "1" / "model.py").write_bytes((repo / name / "1" / "model.py").read_bytes())
-    (broken / name / "1" / "cloud.pt").write_bytes(b"not a torch file")
+    (broken / name / "1" / "model.onnx").write_bytes(b"not an onnx file")
     server = TritonServer(broken, startup_timeout=120)
     with pytest.raises(TritonStartupError) as err:
         server.start()
     message = str(err.value)
     assert "exited with code" in message and "tritonserver log" in message
-    assert name in err.value.log_tail and "cloud.pt" in err.value.log_tail
+    assert name in err.value.log_tail and "model.onnx" in err.value.log_tail
     assert not server.running
 
 

@@ -126,7 +126,7 @@ def test_files_named_in_the_environment_exist_and_are_in_the_image(compose, serv
         path = container_path(str(value))
         if path is None:
             continue
-        assert path.is_file(), f"{service} {key}={value}: {path} does not exist"
+        assert path.exists(), f"{service} {key}={value}: {path} does not exist"
         rel = str(path.relative_to(REPO_ROOT))
         assert any(rel == c or rel.startswith(c + "/") for c in copied), f"{dockerfile} does not copy {rel}"
 

@@ -189,7 +189,7 @@ def test_offline_evaluation_matches_the_in_process_edge_pipeline():
         knobs[e] = float(conf[5:-5][gaps.argmax()] + gaps.max() / 2)
     policy = EdgePolicy({e: MaxSoftmaxCriterion(k) for e, k in knobs.items()})
     report = evaluate(ck, arrays, policy)
-    ref = InProcessPipeline(split_at(ck.model, "block2", ["block1", "block2"]), policy).run(arrays.images,
+    ref = InProcessPipeline.from_split(split_at(ck.model, "block2", ["block1", "block2"]), policy).run(arrays.images,
                                                                                              batch_size=7)
     assert report.exit_taken.tolist() == list(ref.exit)
     assert np.array_equal(report.prediction, ref.prediction)

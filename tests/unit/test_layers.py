@@ -23,11 +23,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": (),  # errors, paths, logging, generated protobuf
     "data/models": ("base",),  # datasets, networks, checkpoints, tensor codecs, energy model
     "training": ("data/models",),
+    "engines": ("data/models",),  # ONNX export/bundles and the torch / onnxruntime / openvino parts
     "policies": ("data/models",),
-    "evaluation": ("policies",),
+    "evaluation": ("policies", "engines"),
     "calibration": ("evaluation",),  # fitting policies, and the sweeps built on that
     "experiments": ("calibration", "training"),
-    "runtime": ("policies",),  # the inference engine, run-time control, Triton export/launch/client
+    "runtime": ("policies", "engines"),  # the inference engine, run-time control, Triton export/launch/client
     "serving": ("runtime",),  # gRPC plumbing shared by the services, process launching
     "testbed": ("serving",),
     "cli": ("experiments", "serving", "testbed"),
@@ -48,6 +49,8 @@ MODULE_LAYERS: dict[str, str] = {
     "ddnn.codec": "data/models",
     "ddnn.energy": "data/models",
     "ddnn.training": "training",
+    "ddnn.engines": "engines",
+    "ddnn.export": "engines",
     "ddnn.policies": "policies",
     "ddnn.evaluation": "evaluation",
     "ddnn.calibration": "calibration",
@@ -77,6 +80,7 @@ class Import:
     target: str  # imported module (the longest known prefix of what the statement names)
     path: Path
     line: int
+    typing_only: bool = False  # under `if TYPE_CHECKING:`: never runs, so it cannot close a cycle
 
     def where(self) -> str:
         return f"{self.path.relative_to(REPO)}:{self.line}"
@@ -120,17 +124,25 @@ def _targets(source: str, path: Path, node: ast.Import | ast.ImportFrom) -> list
     return [f"{base}.{a.name}" if known(f"{base}.{a.name}") == f"{base}.{a.name}" else base for a in node.names]
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 @cache
 def imports() -> tuple[Import, ...]:
     """Every import statement of every module, at module level or inside functions and classes."""
     found = []
     for source, path in modules().items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                       for stmt in block.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for name in _targets(source, path, node):
                     target = known(name)
                     if target is not None and target != source:
-                        found.append(Import(source, target, path, node.lineno))
+                        found.append(Import(source, target, path, node.lineno, id(node) in typing_only))
     return tuple(found)
 
 
@@ -161,7 +173,7 @@ def cycles(found: tuple[Import, ...]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan), each sorted."""
     graph: dict[str, set[str]] = {m: set() for m in modules()}
     for imp in found:
-        if imp.target in graph:
+        if imp.target in graph and not imp.typing_only:
             graph[imp.source].add(imp.target)
     index: dict[str, int] = {}
     low: dict[str, int] = {}

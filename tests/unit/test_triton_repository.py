@@ -14,7 +14,7 @@ from ddnn.errors import NotFound
 from ddnn.models import ModelSpec, build_model, cloud_part
 from ddnn.triton import ExportOptions, export_repository, load_manifest
 from ddnn.triton.repository import _BACKEND_MODEL
-from ddnn.triton.runtime import CloudRunner, batch_problem, load_cloud_weights
+from ddnn.triton.runtime import CloudRunner, batch_problem
 
 CLASSES = tuple(f"c{i}" for i in range(10))
 
@@ -43,7 +43,7 @@ def test_default_export_has_one_model_per_split(tmp_path, checkpoint):
     assert sorted(p.name for p in repo.iterdir()) == ["repository.json", "tiny-net-block1", "tiny-net-input"]
     for name in ("tiny-net-block1", "tiny-net-input"):
         assert sorted(str(p.relative_to(repo / name)) for p in (repo / name).rglob("*")) == [
-            "1", "1/cloud.pt", "1/model.py", "config.pbtxt"]
+            "1", "1/model.onnx", "1/model.py", "config.pbtxt"]
         assert (repo / name / "1" / "model.py").read_bytes() == _BACKEND_MODEL.read_bytes()
 
 
@@ -61,8 +61,8 @@ def test_config_follows_triton_conventions(tmp_path, checkpoint):
     assert feat.dynamic_batching.max_queue_delay_microseconds == 250
     assert [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in feat.instance_group] == [
         (2, "KIND_CPU")]
-    assert feat.parameters["torch_threads"].string_value == "0"
-    assert feat.parameters["weights"].string_value == "cloud.pt"
+    assert feat.parameters["threads"].string_value == "0"
+    assert feat.parameters["model"].string_value == "model.onnx"
     pix = parse_config(repo / "tiny-net-input" / "config.pbtxt")
     assert [(i.name, model_config_pb2.DataType.Name(i.data_type), list(i.dims)) for i in pix.input] == [
         ("PIXELS", "TYPE_UINT8", [32, 32, 3])]
@@ -86,7 +86,7 @@ def test_manifest_maps_split_points_to_models(tmp_path, checkpoint):
     assert (raw.model, raw.position, raw.input.name, raw.input.datatype, raw.input.shape) == (
         "cloud-input", 0, "PIXELS", "UINT8", (32, 32, 3))
     assert (raw.output.name, raw.output.datatype, raw.output.shape) == ("LOGITS", "FP32", (10,))
-    assert raw.weights_sha256 == file_sha256(repo / "cloud-input" / "1" / "cloud.pt")
+    assert raw.weights_sha256 == file_sha256(repo / "cloud-input" / "1" / "model.onnx")
     with pytest.raises(NotFound, match=r"'block2'.*\['block1', 'input'\]"):
         manifest.model_for("block2")
     with pytest.raises(NotFound, match="no manifest"):
@@ -132,24 +132,39 @@ def test_bad_options_are_named():
         ExportOptions(name="a/b")
 
 
-def test_exported_weights_rebuild_the_cloud_part(tmp_path, checkpoint):
+def test_exported_graphs_equal_the_torch_cloud_part(tmp_path, checkpoint):
     repo = tmp_path / "repo"
-    manifest = export_repository(checkpoint, repo, ["block1", "block2", "input"])
+    manifest = export_repository(checkpoint, repo, ["block1", "block2", "input"])  # block2 has no exit
     ck = load_checkpoint(checkpoint)
     rng = np.random.default_rng(0)
     for split, info in manifest.models.items():
-        weights = repo / info.model / "1" / "cloud.pt"
-        served = load_cloud_weights(weights)
+        served = CloudRunner(repo / info.model / "1" / "model.onnx", threads=1)
+        assert served.input_name == info.input.name  # Triton's tensor names, inside the graph too
         if info.input.dtype == "uint8":
-            x = torch.from_numpy(rng.integers(0, 256, (4, *info.input.shape), dtype=np.uint8))
+            x = rng.integers(0, 256, (4, *info.input.shape), dtype=np.uint8)
         else:
-            x = torch.from_numpy(rng.standard_normal((4, *info.input.shape)).astype(np.float32))
+            x = rng.standard_normal((4, *info.input.shape)).astype(np.float32)
         with torch.inference_mode():
-            assert torch.equal(served(x), cloud_part(ck.model, info.position)(x)), split
-    # Only the cloud part's weights travel: the block2 model holds fewer tensors than the checkpoint.
-    payload = torch.load(repo / "tiny-net-block2" / "1" / "cloud.pt", weights_only=True)
-    assert not any(k.startswith(("stem", "exits")) for k in payload["state_dict"])
-    assert len(payload["state_dict"]) < len(ck.model.state_dict())
+            ref = cloud_part(ck.model, info.position)(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(served([x])[0], ref, atol=1e-4, rtol=0, err_msg=split)
+
+
+def test_native_onnxruntime_platform_config_follows_the_schema(tmp_path, checkpoint):
+    repo = tmp_path / "repo"
+    export_repository(checkpoint, repo, ["block1"], ExportOptions(platform="onnxruntime", threads=2))
+    cfg = parse_config(repo / "tiny-net-block1" / "config.pbtxt")  # Triton's ModelConfig schema
+    assert (cfg.platform, cfg.backend, cfg.default_model_filename) == ("onnxruntime_onnx", "", "model.onnx")
+    assert [i.name for i in cfg.input] == ["FEATURES"] and [o.name for o in cfg.output] == ["LOGITS"]
+    assert cfg.parameters["intra_op_thread_count"].string_value == "2"
+    assert sorted(str(p.relative_to(repo / "tiny-net-block1")) for p in (repo / "tiny-net-block1").rglob("*")) == [
+        "1", "1/model.onnx", "config.pbtxt"]
+    export_repository(checkpoint, repo, ["block1"], ExportOptions(platform="onnxruntime", kind="gpu"))
+    gpu = parse_config(repo / "tiny-net-block1" / "config.pbtxt")
+    (accel,) = gpu.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(gpu.instance_group[0].kind) == "KIND_GPU"
+    with pytest.raises(ValueError, match="--platform"):
+        ExportOptions(platform="tensorflow")
 
 
 def test_batch_problem_names_each_fault():
@@ -169,9 +184,9 @@ def test_batch_problem_names_each_fault():
     assert batch_problem(bad, np.dtype(np.float32), (4, 3, 3), 8, require_finite=False) is None
 
 
-def test_runner_splits_a_merged_batch_back_per_request(checkpoint):
-    ck = load_checkpoint(checkpoint)
-    runner = CloudRunner(cloud_part(ck.model, 1))
+def test_runner_splits_a_merged_batch_back_per_request(tmp_path, checkpoint):
+    export_repository(checkpoint, tmp_path / "repo", ["block1"])
+    runner = CloudRunner(tmp_path / "repo" / "tiny-net-block1" / "1" / "model.onnx")
     rng = np.random.default_rng(1)
     parts = [rng.standard_normal((n, 4, 32, 32)).astype(np.float32) for n in (3, 1, 5)]
     merged = runner(parts)
