@@ -141,7 +141,8 @@ def test_threshold_change_during_a_replay_loses_nothing(work):
     cloud = start("services.cloud", cloud_args(), work, name="cloud-d")
     edge = start("services.edge", edge_args(work, cloud.grpc), work, name="edge-d")
     try:
-        run = loadgen(edge.grpc, work / "lg-live", 2000, "--concurrency", "2", wait=False)
+        # Long enough that the three changes land mid-replay on the fast (ONNX Runtime) edge too.
+        run = loadgen(edge.grpc, work / "lg-live", 8000, "--concurrency", "2", wait=False)
         for knob in ("0.5", "0.99", "0.7"):
             time.sleep(1.5)
             cli = subprocess.run([sys.executable, "-m", "ddnn", "control", "set", "--edge", edge.grpc, "--knob",
