@@ -71,7 +71,11 @@ testbed: $(PROTO_STAMP) ## three namespaces + netem link profiles: WS vs normal 
 
 .PHONY: testbed
 
+images: ## build ddnn-{edge,cloud,loadgen,prometheus} with no registry: local base + host wheelhouse (BASE=auto|public|local)
+	$(PYTHON) scripts/build_images.py --base $(or $(BASE),auto)
+
+
 clean: ## remove generated code and caches (keeps .venv)
 	rm -rf ddnn/pb .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv lock lock-check proto lint test test-unit demo bench clean
+.PHONY: help venv lock lock-check proto lint test test-unit demo bench clean images

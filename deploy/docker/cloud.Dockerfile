@@ -1,37 +1,37 @@
 # ddnn cloud service and its Triton: gRPC ddnn.v1.Cloud on 50052, /metrics on 9102; the same image runs
 # Triton (deploy/docker/triton_serve.py: the nvidia-pytriton wheel's tritonserver, Python backend,
-# gRPC 8001, HTTP 8000, metrics 8002). Build from the repository root:
-#   docker build -f deploy/docker/cloud.Dockerfile -t ddnn-cloud:0.1.0 .
-# For Triton on NVIDIA GPUs (deploy/k8s/overlays/gpu-cloud) build with a CUDA torch instead:
-#   docker build -f deploy/docker/cloud.Dockerfile -t ddnn-cloud:0.1.0-cuda \
-#     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 --build-arg TORCH_VERSION=2.13.0+cu128 .
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# gRPC 8001, HTTP 8000, metrics 8002). Built by `make images` (scripts/build_images.py; see edge.Dockerfile):
+#   docker build -f deploy/docker/cloud.Dockerfile -t ddnn-cloud:0.1.0 --build-arg WHEELS_IMAGE=ddnn-wheels:current .
+# The image installs exactly requirements/cloud.txt from the wheelhouse, with --no-index.
+ARG BASE_IMAGE=python:3.11.7-slim-bookworm
+ARG WHEELS_IMAGE=ddnn-wheels:current
+
+FROM ${WHEELS_IMAGE} AS wheels
 
 # -- protos: generate ddnn/pb with grpcio-tools, which the runtime image does not need -------------
-FROM ${PYTHON_IMAGE} AS protos
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${BASE_IMAGE} AS protos
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1
 WORKDIR /src
 COPY deploy/docker/requirements/build.txt /tmp/build.txt
-RUN python -m venv /opt/build \
- && /opt/build/bin/pip install --no-deps -r /tmp/build.txt \
+COPY --from=wheels /wheels/build /wheels
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip install --no-index --find-links /wheels --no-deps --require-hashes -r /tmp/build.txt \
  && /opt/build/bin/pip check
 COPY protos/ protos/
 COPY scripts/gen_proto.py scripts/
 RUN /opt/build/bin/python scripts/gen_proto.py
 
-# -- deps: a virtualenv with torch (CPU unless told otherwise), the pinned runtime + Triton deps --
-FROM ${PYTHON_IMAGE} AS deps
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG TORCH_VERSION=2.13.0+cpu
-COPY deploy/docker/requirements/runtime.txt deploy/docker/requirements/cloud.txt /tmp/req/
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
- && /opt/venv/bin/pip install --no-deps -r /tmp/req/cloud.txt \
+# -- deps: a virtualenv with exactly the pinned requirement file, from the wheelhouse ---------------
+FROM ${BASE_IMAGE} AS deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1
+COPY deploy/docker/requirements/cloud.txt /tmp/req/
+COPY --from=wheels /wheels/cloud /wheels
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels --no-deps --require-hashes -r /tmp/req/cloud.txt \
  && /opt/venv/bin/pip check
 
 # -- runtime ---------------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE}
+FROM ${BASE_IMAGE}
 ARG UID=10001
 # numeric USER below: Kubernetes runAsNonRoot can only verify a numeric user
 RUN groupadd --system --gid "${UID}" ddnn \
