@@ -49,13 +49,14 @@ ENV PATH=/opt/venv/bin:${PATH} \
     DDNN_TRITON_SERVE_CHECKPOINT=/app/models/resnet20w32-cifar10.pt
 WORKDIR /app
 COPY --from=deps /opt/venv /opt/venv
-COPY ddnn/ ddnn/
-COPY --from=protos /src/ddnn/pb/ ddnn/pb/
-COPY services/ services/
 COPY models/resnet20w32-cifar10.pt models/
 COPY deploy/docker/grpc_health_probe.py deploy/docker/triton_serve.py deploy/docker/
 # The Triton model repository is written here (a volume shared with the cloud in docker compose).
 RUN install -d -o ddnn -g ddnn /triton
+# the code last: what changes most often rebuilds the fewest layers
+COPY ddnn/ ddnn/
+COPY --from=protos /src/ddnn/pb/ ddnn/pb/
+COPY services/ services/
 USER 10001:10001
 EXPOSE 50052 9102 8000 8001 8002
 STOPSIGNAL SIGTERM

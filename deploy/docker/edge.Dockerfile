@@ -50,11 +50,12 @@ ENV PATH=/opt/venv/bin:${PATH} \
     DDNN_EDGE_POLICY=/app/models/resnet20w32-cifar10.policy.json
 WORKDIR /app
 COPY --from=deps /opt/venv /opt/venv
+COPY models/resnet20w32-cifar10.pt models/resnet20w32-cifar10.policy.json models/
+COPY deploy/docker/grpc_health_probe.py deploy/docker/
+# the code last: what changes most often rebuilds the fewest layers
 COPY ddnn/ ddnn/
 COPY --from=protos /src/ddnn/pb/ ddnn/pb/
 COPY services/ services/
-COPY models/resnet20w32-cifar10.pt models/resnet20w32-cifar10.policy.json models/
-COPY deploy/docker/grpc_health_probe.py deploy/docker/
 USER 10001:10001
 EXPOSE 50051 9101
 STOPSIGNAL SIGTERM

@@ -47,12 +47,13 @@ ENV PATH=/opt/venv/bin:${PATH} \
     DDNN_LOADGEN_PROGRESS=false
 WORKDIR /app
 COPY --from=deps /opt/venv /opt/venv
-COPY ddnn/ ddnn/
-COPY --from=protos /src/ddnn/pb/ ddnn/pb/
-COPY services/ services/
 COPY data/cifar10-test.npz data/
 COPY deploy/docker/grpc_health_probe.py deploy/docker/
 RUN install -d -o ddnn -g ddnn /results
+# the code last: what changes most often rebuilds the fewest layers
+COPY ddnn/ ddnn/
+COPY --from=protos /src/ddnn/pb/ ddnn/pb/
+COPY services/ services/
 VOLUME /results
 USER 10001:10001
 EXPOSE 9103
