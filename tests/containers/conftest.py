@@ -45,7 +45,8 @@ def testbed(images, tmp_path_factory):
     start = time.monotonic()
     try:
         bed.up()
-        print(f"\ncompose project {bed.project} up in {time.monotonic() - start:.0f}s", flush=True)
+        print(f"\ncompose project {bed.project} up in {time.monotonic() - start:.0f}s\n{bed.compose('ps').stdout}",
+              flush=True)
         yield bed
     except Exception:
         for service in ("triton", "cloud", "edge", "loadgen", "prometheus"):

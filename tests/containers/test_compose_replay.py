@@ -35,6 +35,7 @@ def replay(testbed):
     time.sleep(3 * SCRAPE_S + 1)  # while it lingers: the last counts are scraped
     at = time.time()
     status = loadgen.wait(timeout=300)
+    print(f"\n--- docker compose logs loadgen (the report it printed) ---\n{testbed.logs('loadgen', tail=45)}")
     return {"report": report, "rows": rows, "at": at, "exit_code": status["StatusCode"]}
 
 
