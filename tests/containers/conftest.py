@@ -8,6 +8,7 @@ of its own, and is torn down (containers, network, volumes; images stay: they ar
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from ddnn.paths import REPO_ROOT
-from tests.containers.testbed import Testbed, engine_problem
+from tests.containers.testbed import VERSION, Testbed, engine_problem
 
 PROBLEM = engine_problem()
 
@@ -36,6 +37,25 @@ def images() -> None:
                           capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"\nmake images: {time.monotonic() - start:.0f}s\n{done.stdout}", flush=True)
+    if not os.environ.get("DDNN_CT_COMPOSE_OVERRIDE"):
+        problems = [p for p in map(entry_point_problem, ENTRY_POINTS.items()) if p]
+        if problems:  # one clear reason instead of an unhealthy Triton three minutes later
+            pytest.fail("the images cannot start their services:\n" + "\n".join(problems), pytrace=False)
+
+
+# image -> the modules its containers run (what a missing dependency breaks first)
+ENTRY_POINTS = {"ddnn-edge": ["services.edge.__main__"], "ddnn-loadgen": ["services.loadgen.__main__"],
+                "ddnn-cloud": ["services.cloud.__main__", "deploy.docker.triton_serve", "ddnn.triton"]}
+
+
+def entry_point_problem(item: tuple[str, list[str]]) -> str | None:
+    image, modules = item
+    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+    done = subprocess.run(["docker", "run", "--rm", "--network=none", "--entrypoint", "python",
+                           f"{image}:{VERSION}", "-c", code], capture_output=True, text=True, timeout=300)
+    if done.returncode == 0:
+        return None
+    return f"  {image}:{VERSION}: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
 
 
 @pytest.fixture(scope="session")

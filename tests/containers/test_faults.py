@@ -48,7 +48,8 @@ def healthy_again(testbed, timeline: Timeline, *services: str) -> None:
 
 
 def replay_after(testbed, name: str) -> dict:
-    """A short replay once healed: offloading works, nothing degraded."""
+    """A short replay once healed and the edge sees its cloud again: offloading works, nothing degraded."""
+    wait_until("the edge's stream to the cloud up again", testbed.edge_cloud_connected, 180)
     report = testbed.run_loadgen(name, 320, 8.0).wait()
     assert report["integrity"]["ok"] and report["exit_rates"]["cloud"] > 0, report["exit_rates"]
     assert report["exit_rates"]["degraded"] == 0, report["exit_rates"]

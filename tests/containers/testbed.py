@@ -35,11 +35,12 @@ TEST_LABEL = "ddnn.tests.containers"
 # What the session's replay does (the compose file's defaults replay 5 x 10 000 images: too long here).
 REPLAY = {"DDNN_LOADGEN_LIMIT": "2000", "DDNN_LOADGEN_REPEAT": "1", "DDNN_LOADGEN_RATE": "8",
           "DDNN_LOADGEN_LINGER_S": "30"}
-# The SLO controller trades offloads for latency when p95 passes its target (0.5 s in the compose file):
-# on a small shared machine that would make the exits depend on load. The session's edge keeps the
-# controller (its dashboard panel must show data) with a target it never reaches, so the policy alone
-# decides, as in `ddnn eval`.
-EDGE = {"DDNN_EDGE_SLO": "p95_latency=60", "DDNN_EDGE_CLOUD_TIMEOUT_S": "5"}
+# The SLO controller (p95 0.5 s in the compose file) sets the exit's knob from the recent traffic: even
+# with a target it never reaches, its knob is a quantile estimate of the policy's, so a few samples
+# near the threshold exit differently (seen here). The session's edge runs the policy alone, as
+# `ddnn eval` does; the SLO panel is checked by tests/integration/test_deploy_live_prometheus.py.
+EDGE = {"DDNN_EDGE_SLO": "", "DDNN_EDGE_CLOUD_TIMEOUT_S": "5"}
+SLO_ONLY = "ddnn_edge_slo_"  # dashboard series that exist only with an SLO controller
 
 
 def engine_problem() -> str | None:
@@ -148,12 +149,19 @@ class Testbed:
     def wait_healthy(self, service: str, timeout: float = 300) -> None:
         wait_until(f"{service} healthy", lambda: self.docker_health(service) == "healthy", timeout)
 
-    def edge_samples(self) -> float:
-        """Samples the edge has answered so far (its /metrics, scraped over the project's network)."""
+    def edge_metric(self, prefix: str) -> float:
+        """Sum of the edge's /metrics samples whose line starts with ``prefix`` (scraped over the project's network)."""
         with urllib.request.urlopen(f"http://{self.ip('edge')}:9101/metrics", timeout=10) as r:
             text = r.read().decode()
-        return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
-                   if line.startswith("ddnn_edge_samples_total{"))
+        return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(prefix))
+
+    def edge_samples(self) -> float:
+        """Samples the edge has answered so far."""
+        return self.edge_metric("ddnn_edge_samples_total{")
+
+    def edge_cloud_connected(self) -> bool:
+        """The edge's own view of its stream to the cloud (``ddnn_edge_cloud_connected``)."""
+        return self.edge_metric("ddnn_edge_cloud_connected ") == 1.0
 
     def logs(self, service: str, tail: int = 60) -> str:
         return self.container(service).logs(tail=tail).decode(errors="replace")
