@@ -47,13 +47,24 @@ def healthy_again(testbed, timeline: Timeline, *services: str) -> None:
     timeline.mark(f"{', '.join(services)} healthy again")
 
 
-def replay_after(testbed, name: str) -> dict:
-    """A short replay once healed and the edge sees its cloud again: offloading works, nothing degraded."""
-    wait_until("the edge's stream to the cloud up again", testbed.edge_cloud_connected, 180)
-    report = testbed.run_loadgen(name, 320, 8.0).wait()
-    assert report["integrity"]["ok"] and report["exit_rates"]["cloud"] > 0, report["exit_rates"]
-    assert report["exit_rates"]["degraded"] == 0, report["exit_rates"]
-    return report
+def replay_after(testbed, name: str, t: Timeline, within_s: float = 180.0) -> dict:
+    """Short replays once healed until one offloads with nothing degraded; fail if none does within ``within_s``.
+
+    After a partition or a pause the edge's stream can look up while its old connection is dead: it
+    finds out by keepalive or the cloud timeout, then reconnects. The user-visible claim is that
+    offloading comes back, so the time it took goes on the timeline and the bound is asserted.
+    """
+    start = time.monotonic()
+    for attempt in range(1, 100):
+        report = testbed.run_loadgen(f"{name}-{attempt}", 320, 8.0).wait()
+        assert report["integrity"]["ok"], report["integrity"]
+        rates = report["exit_rates"]
+        if rates["cloud"] > 0 and rates["degraded"] == 0:
+            t.mark(f"offloading resumed (replay {attempt}, {time.monotonic() - start:.0f}s after the heal)")
+            return report
+        t.mark(f"replay {attempt} after the heal: cloud {rates['cloud']:.3f}, degraded {rates['degraded']:.3f}")
+        assert time.monotonic() - start < within_s, f"offloading did not resume within {within_s:.0f}s: {rates}"
+    raise AssertionError("unreachable")
 
 
 def fault_replay(testbed, name: str, t: Timeline):
@@ -96,8 +107,7 @@ def test_cloud_killed_mid_replay_and_started_again(testbed):
     rows = finish(run, t)
     check_degraded_in_time(rows)
     healthy_again(testbed, t, "cloud")
-    replay_after(testbed, "lg-kill-cloud-after")
-    t.mark("offloading resumed")
+    replay_after(testbed, "lg-kill-cloud-after", t)
 
 
 def test_triton_killed_the_cloud_says_not_serving_until_it_is_back(testbed):
@@ -116,8 +126,7 @@ def test_triton_killed_the_cloud_says_not_serving_until_it_is_back(testbed):
     healthy_again(testbed, t, "triton")
     wait_until("the cloud to report SERVING", lambda: cloud_health(testbed) == "SERVING", 120)
     t.mark("cloud health: SERVING")
-    replay_after(testbed, "lg-kill-triton-after")
-    t.mark("offloading resumed")
+    replay_after(testbed, "lg-kill-triton-after", t)
 
 
 def test_cloud_partitioned_from_the_edge_and_healed(testbed):
@@ -134,8 +143,7 @@ def test_cloud_partitioned_from_the_edge_and_healed(testbed):
     rows = finish(run, t)
     check_degraded_in_time(rows)
     healthy_again(testbed, t, "cloud")
-    replay_after(testbed, "lg-partition-after")
-    t.mark("offloading resumed")
+    replay_after(testbed, "lg-partition-after", t)
 
 
 def test_cloud_paused_is_a_hung_peer(testbed):
@@ -151,8 +159,7 @@ def test_cloud_paused_is_a_hung_peer(testbed):
     rows = finish(run, t)
     check_degraded_in_time(rows)
     healthy_again(testbed, t, "cloud")
-    replay_after(testbed, "lg-pause-after")
-    t.mark("offloading resumed")
+    replay_after(testbed, "lg-pause-after", t)
 
 
 def test_edge_restarted_mid_replay_the_load_generator_reconnects(testbed):
@@ -167,5 +174,4 @@ def test_edge_restarted_mid_replay_the_load_generator_reconnects(testbed):
     assert "reconnecting" in run.container.logs().decode(errors="replace"), "the load generator never reconnected"
     assert {r["outcome"] for r in rows[-320:]} & {"edge", "cloud"}, "nothing answered after the restart"
     healthy_again(testbed, t, "edge")
-    replay_after(testbed, "lg-restart-edge-after")
-    t.mark("replay through the new edge: offloading works")
+    replay_after(testbed, "lg-restart-edge-after", t)
