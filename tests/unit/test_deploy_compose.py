@@ -1,7 +1,8 @@
 """docker-compose.yml: valid Compose, and everything it names exists and fits the services' settings.
 
-No Docker engine here, so the file is checked against the Compose Specification's JSON schema
-(vendored in deploy/schemas) and against the repository: settings fields, ports, files, images.
+Without an engine: the file is checked against the Compose Specification's JSON schema (vendored in
+deploy/schemas) and against the repository: settings fields, ports, files, images. tests/containers
+runs it for real where a Docker engine answers.
 """
 
 from __future__ import annotations
