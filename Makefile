@@ -48,10 +48,15 @@ proto: $(PROTO_STAMP) ## generate gRPC/protobuf code into ddnn/pb (not committed
 lint: $(PROTO_STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
-test: $(PROTO_STAMP) ## lint + unit + integration tests (the CI command)
+test: $(PROTO_STAMP) ## lint + unit + integration + container tests (the CI command)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests/unit -q
 	$(PY) -m pytest tests/integration -q
+	$(MAKE) --no-print-directory test-containers
+
+# The container suite needs a Docker engine: without one it prints one line saying so and passes.
+test-containers: $(PROTO_STAMP) ## build the images, docker compose up the testbed, break it on purpose (tests/containers)
+	@if $(PY) -m tests.containers.engine; then $(PY) -m pytest tests/containers -q -s -p no:cacheprovider; fi
 
 test-unit: $(PROTO_STAMP) ## unit tests only (fast, no servers)
 	$(PY) -m pytest tests/unit -q
@@ -71,7 +76,11 @@ testbed: $(PROTO_STAMP) ## three namespaces + netem link profiles: WS vs normal 
 
 .PHONY: testbed
 
+images: ## build ddnn-{edge,cloud,loadgen,prometheus} with no registry: local base + host wheelhouse (BASE=auto|public|local)
+	$(PYTHON) scripts/build_images.py --base $(or $(BASE),auto)
+
+
 clean: ## remove generated code and caches (keeps .venv)
 	rm -rf ddnn/pb .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv lock lock-check proto lint test test-unit demo bench clean
+.PHONY: help venv lock lock-check proto lint test test-unit test-containers demo bench clean images

@@ -1,30 +1,35 @@
 # ddnn load generator: replays the CIFAR-10 test split (baked in) against an edge, writes report.json and
 # samples.csv to /results, running accuracies on /metrics (9103). A batch job: it exits when done.
-# Build from the repository root:  docker build -f deploy/docker/loadgen.Dockerfile -t ddnn-loadgen:0.1.0 .
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# Built by `make images` (scripts/build_images.py; see edge.Dockerfile), from the repository root.
+ARG BASE_IMAGE=python:3.11.7-slim-bookworm
+ARG WHEELS_IMAGE=ddnn-wheels:current
+
+FROM ${WHEELS_IMAGE} AS wheels
 
 # -- protos: generate ddnn/pb with grpcio-tools, which the runtime image does not need -------------
-FROM ${PYTHON_IMAGE} AS protos
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${BASE_IMAGE} AS protos
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1
 WORKDIR /src
 COPY deploy/docker/requirements/build.txt /tmp/build.txt
-RUN python -m venv /opt/build \
- && /opt/build/bin/pip install --no-deps -r /tmp/build.txt \
+COPY --from=wheels /wheels/build /wheels
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip install --no-index --find-links /wheels --no-deps --require-hashes -r /tmp/build.txt \
  && /opt/build/bin/pip check
 COPY protos/ protos/
 COPY scripts/gen_proto.py scripts/
 RUN /opt/build/bin/python scripts/gen_proto.py
 
-# -- deps: a virtualenv with the pinned runtime dependencies (ONNX Runtime; no torch) --------------
-FROM ${PYTHON_IMAGE} AS deps
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# -- deps: a virtualenv with exactly the pinned requirement file, from the wheelhouse ---------------
+FROM ${BASE_IMAGE} AS deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1
 COPY deploy/docker/requirements/runtime.txt /tmp/req/
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-deps -r /tmp/req/runtime.txt \
+COPY --from=wheels /wheels/runtime /wheels
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels --no-deps --require-hashes -r /tmp/req/runtime.txt \
  && /opt/venv/bin/pip check
 
 # -- runtime ---------------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE}
+FROM ${BASE_IMAGE}
 ARG UID=10001
 # numeric USER below: Kubernetes runAsNonRoot can only verify a numeric user
 RUN groupadd --system --gid "${UID}" ddnn \
@@ -42,12 +47,13 @@ ENV PATH=/opt/venv/bin:${PATH} \
     DDNN_LOADGEN_PROGRESS=false
 WORKDIR /app
 COPY --from=deps /opt/venv /opt/venv
-COPY ddnn/ ddnn/
-COPY --from=protos /src/ddnn/pb/ ddnn/pb/
-COPY services/ services/
 COPY data/cifar10-test.npz data/
 COPY deploy/docker/grpc_health_probe.py deploy/docker/
 RUN install -d -o ddnn -g ddnn /results
+# the code last: what changes most often rebuilds the fewest layers
+COPY ddnn/ ddnn/
+COPY --from=protos /src/ddnn/pb/ ddnn/pb/
+COPY services/ services/
 VOLUME /results
 USER 10001:10001
 EXPOSE 9103

@@ -131,6 +131,15 @@ class Replay:
             if self.count[scope]:
                 metrics.ACCURACY.labels(name).set(self.correct[scope] / self.count[scope])
 
+    def fail(self, batch: Batch, reason: str) -> None:
+        """Answer every sample of ``batch`` not answered yet as failed (outcome rejected), saying why."""
+        now, r = time.perf_counter(), self.records
+        for pos in batch.ids:
+            if r.answers[pos] == 0:
+                i = self._answer(batch, int(r.sample_id[pos]), now)
+                r.outcome[i], r.exit[i], r.error[i] = REJECTED, "rejected", reason
+                self.account(i)
+
     def mark_sent(self, batch: Batch) -> None:
         batch.sent_at = time.perf_counter()
         self.records.sent_s[batch.ids] = batch.sent_at - self.t0
@@ -155,21 +164,62 @@ def make_channel(s: LoadgenSettings) -> grpc.aio.Channel:
 
 
 async def _stream(stub, replay: Replay, queue: asyncio.Queue, deadline_s: float) -> None:
-    """One Classify stream: send what the queue yields, record every answer until the stream ends."""
+    """Classify streams: send what the queue yields, record every answer until the queue ends.
 
-    async def requests():
-        while (b := await queue.get()) is not None:
+    When the stream breaks before the queue ends (the edge restarted or crashed), the samples the edge
+    had not answered are failed with the reason, never silently lost, and a new stream is opened for the
+    rest of the queue; it waits for the edge to be back (``wait_for_ready``).
+    """
+    finished = False
+    carry: list[Batch | None] = []  # taken from the queue as a stream ended: the next stream sends them
+
+    async def requests(sent: list[Batch], ended: asyncio.Event):
+        nonlocal finished
+        while True:
+            if carry:
+                b = carry.pop(0)
+            else:
+                getter = asyncio.ensure_future(queue.get())
+                ender = asyncio.ensure_future(ended.wait())
+                await asyncio.wait({getter, ender}, return_when=asyncio.FIRST_COMPLETED)
+                ender.cancel()
+                if not getter.done():
+                    getter.cancel()
+                    return
+                b = getter.result()
+            if ended.is_set():  # this stream is over: hand the item to the next one
+                carry.append(b)
+                return
+            if b is None:
+                finished = True
+                return
             replay.mark_sent(b)
+            sent.append(b)
             yield b.message
 
-    call = stub.Classify(requests(), timeout=deadline_s)
-    async for rb in call:
-        replay.on_result_batch(rb)
-        ids = rb.sample_ids if rb.HasField("error") else [r.sample_id for r in rb.results]
-        for sample_id in ids:
-            pos = replay.position.get(int(sample_id))
-            if pos is not None and replay.records.answers[pos] == 1:
-                replay.account(pos)
+    while True:
+        sent: list[Batch] = []
+        ended = asyncio.Event()
+        call = stub.Classify(requests(sent, ended), timeout=deadline_s, wait_for_ready=True)
+        reason = "the edge ended the stream"
+        try:
+            async for rb in call:
+                replay.on_result_batch(rb)
+                ids = rb.sample_ids if rb.HasField("error") else [r.sample_id for r in rb.results]
+                for sample_id in ids:
+                    pos = replay.position.get(int(sample_id))
+                    if pos is not None and replay.records.answers[pos] == 1:
+                        replay.account(pos)
+        except grpc.aio.AioRpcError as exc:
+            reason = f"{exc.code().name}: {exc.details()}"
+        ended.set()
+        lost = [b for b in sent if b.remaining > 0]
+        for b in lost:
+            replay.fail(b, f"stream to the edge lost before an answer ({reason})")
+        if finished:
+            return
+        log.warning("stream to the edge lost (%s), %d batches failed; reconnecting", reason, len(lost))
+        await asyncio.sleep(0.5)
 
 
 async def run_replay(images: np.ndarray, labels: np.ndarray, order: np.ndarray,

@@ -1,7 +1,8 @@
 """docker-compose.yml: valid Compose, and everything it names exists and fits the services' settings.
 
-No Docker engine here, so the file is checked against the Compose Specification's JSON schema
-(vendored in deploy/schemas) and against the repository: settings fields, ports, files, images.
+Without an engine: the file is checked against the Compose Specification's JSON schema (vendored in
+deploy/schemas) and against the repository: settings fields, ports, files, images. tests/containers
+runs it for real where a Docker engine answers.
 """
 
 from __future__ import annotations
@@ -216,9 +217,14 @@ def test_mounted_files_exist_and_grafana_finds_what_it_is_given(compose):
     assert ds["datasources"][0]["url"] == "http://prometheus:9090" and "prometheus" in services
 
 
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's ``${VAR:-default}`` substitution, with ``env`` (default: nothing set)."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: (env or {}).get(m.group(1), m.group(2)), value)
+
+
 def test_images_are_pinned_and_ddnn_images_carry_the_package_version(compose):
     for name, svc in compose["services"].items():
-        image = svc["image"]
+        image = interpolate(svc["image"])
         repo, _, tag = image.rpartition(":")
         assert repo and tag and tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), f"{name}: unpinned {image}"
         if repo.startswith("ddnn-"):
@@ -237,8 +243,31 @@ def test_results_of_the_load_generator_land_in_a_volume(compose):
     assert float(settings_value(compose, "loadgen", "linger_s")) > 2 * 5, "lingers too briefly for a last scrape"
 
 
+def test_prometheus_image_is_upstream_unless_ci_names_the_debian_one(compose):
+    """Users get prom/prometheus; make images builds ddnn-prometheus:<version> for machines without a registry."""
+    image = compose["services"]["prometheus"]["image"]
+    assert interpolate(image) == "prom/prometheus:v2.42.0"
+    ci = f"ddnn-prometheus:{VERSION}"
+    assert interpolate(image, {"DDNN_PROMETHEUS_IMAGE": ci}) == ci
+    assert (REPO_ROOT / "deploy" / "docker" / "prometheus.Dockerfile").is_file()
+    # Its healthcheck needs only promtool, which both images have (upstream's has no python, Debian's no wget).
+    assert compose["services"]["prometheus"]["healthcheck"]["test"][:2] == ["CMD", "promtool"]
+
+
+def test_grafana_is_optional_and_host_ports_stay_on_loopback(compose):
+    services = compose["services"]
+    assert services["grafana"]["profiles"] == ["grafana"]
+    assert all("profiles" not in svc for name, svc in services.items() if name != "grafana")
+    assert not [n for n, svc in services.items() if "grafana" in svc.get("depends_on", {})]
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert interpolate(port).startswith("127.0.0.1:"), (name, port)
+    # A fixed network name would stop two projects (a user's and a test's) from running side by side.
+    assert "name" not in (compose["networks"]["testbed"] or {})
+
+
 def test_containers_are_hardened(compose):
-    for name in DDNN_SERVICES:
+    for name in [*DDNN_SERVICES, "prometheus"]:
         svc = compose["services"][name]
         assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in svc["security_opt"], name
