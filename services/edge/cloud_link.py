@@ -27,6 +27,10 @@ from services.edge import metrics
 
 log = logging.getLogger(__name__)
 
+CLOUD_HEALTH_SERVICE = "ddnn.v1.Cloud"
+HEALTH_RETRY_S = 0.5  # pause before reopening a health Watch that ended
+HEALTH_POLL_S = 1.0  # while the cloud looks NOT_SERVING: how often to ask it directly (and the deadline)
+
 
 def _ewma(old: float, new: float, alpha: float) -> float:
     return new if old == 0 else (1 - alpha) * old + alpha * new
@@ -162,15 +166,43 @@ class CloudLink:
             self._fail_pending("cloud reports NOT_SERVING (its backend is not ready)")
 
     async def _watch_health(self, channel: grpc.aio.Channel) -> None:
-        """Follow the cloud's health for as long as this channel lives."""
-        try:
-            async for r in health_pb2_grpc.HealthStub(channel).Watch(
-                    health_pb2.HealthCheckRequest(service="ddnn.v1.Cloud")):
-                self._set_serving(r.status == health_pb2.HealthCheckResponse.SERVING)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the stream broke with the channel; the link's own loop handles that
-            log.debug("cloud health watch ended: %r", exc)
+        """Follow the cloud's health for as long as this channel lives.
+
+        A Watch stream reports transitions at once, but it can end or stall while the connection
+        carrying it survives (seen after a network partition healed: the cloud's SERVING never
+        arrived and every offload was answered degraded until the edge restarted). So the Watch is
+        reopened whenever it ends, and while the cloud looks NOT_SERVING it is also asked directly.
+        """
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=CLOUD_HEALTH_SERVICE)
+
+        async def watch() -> None:
+            while True:
+                try:
+                    async for r in stub.Watch(request):
+                        self._set_serving(r.status == health_pb2.HealthCheckResponse.SERVING)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the stream broke; reopen it while the channel lives
+                    log.debug("cloud health watch ended: %r", exc)
+                await asyncio.sleep(HEALTH_RETRY_S)
+
+        async def poll_while_not_serving() -> None:
+            while True:
+                await asyncio.sleep(HEALTH_POLL_S)
+                if self.serving:
+                    continue
+                try:
+                    r = await stub.Check(request, timeout=HEALTH_POLL_S)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # unreachable or not answering: still not serving
+                    log.debug("cloud health check failed: %r", exc)
+                    continue
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    self._set_serving(True)
+
+        await asyncio.gather(watch(), poll_while_not_serving())
 
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}

@@ -131,12 +131,11 @@ def test_triton_killed_the_cloud_says_not_serving_until_it_is_back(testbed):
     replay_after(testbed, "lg-kill-triton-after", t)
 
 
-# Seen here (2 of 5 runs passed): after the heal the edge's cloud link comes back while the cloud still
-# says NOT_SERVING (its own Triton connection broke with the partition); the cloud turns SERVING a few
-# seconds later, but the edge's health Watch on the new channel never delivers it, so every offload is
-# answered degraded until the edge restarts (edge log: "reports NOT_SERVING" at reconnect, nothing
-# after; services/edge/cloud_link.py _watch_health). A service bug this test found: not fixed here.
-@pytest.mark.xfail(reason="edge misses the cloud's SERVING after a partition (see the comment above)", strict=False)
+# This test found a service bug: after the heal the edge's cloud link came back while the cloud still said
+# NOT_SERVING (its own Triton connection broke with the partition); the cloud turned SERVING a few seconds
+# later, but the edge's health Watch never delivered it (3 of 5 runs), so every offload was answered
+# degraded until the edge restarted. The edge now reopens an ended Watch and, while the cloud looks
+# NOT_SERVING, asks it directly (services/edge/cloud_link.py _watch_health).
 def test_cloud_partitioned_from_the_edge_and_healed(testbed):
     t = Timeline("partition")
     network = testbed.client.networks.get(testbed.network)
@@ -159,7 +158,7 @@ def test_cloud_partitioned_from_the_edge_and_healed(testbed):
         # Leave the testbed as the next test needs it: a fresh edge offloads again.
         testbed.container("edge").restart(timeout=20)
         healthy_again(testbed, t, "edge")
-        t.mark("edge restarted to clear its stuck view of the cloud")
+        t.mark("edge restarted so the next test starts clean")
         raise
 
 
