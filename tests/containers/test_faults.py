@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.containers.testbed import EDGE, Timeline, wait_until
 
 CLOUD_TIMEOUT_S = float(EDGE["DDNN_EDGE_CLOUD_TIMEOUT_S"])

@@ -81,7 +81,9 @@ def test_cloud_killed_and_restarted_mid_replay(work):
     cloud = start("services.cloud", cloud_args(port), work, name="cloud-a")
     edge = start("services.edge", edge_args(work, cloud.grpc), work, name="edge-a")
     try:
-        run = loadgen(edge.grpc, work / "lg-kill", 3000, wait=False)
+        # Paced (6 batches/s, ~21 s): the fast ONNX Runtime edge would otherwise finish a closed-loop
+        # replay before the restarted cloud is back, leaving nothing to show that offloading resumed.
+        run = loadgen(edge.grpc, work / "lg-kill", 4000, "--rate", "6", wait=False)
         time.sleep(4)
         cloud.kill()  # a crash, not a shutdown
         t_killed = time.time()

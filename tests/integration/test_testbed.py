@@ -81,10 +81,12 @@ def test_constrained_rtt_reflects_the_40ms_netem_delay(quick):
     assert 76 <= rtt["constrained"]["median_ms"] <= 110, rtt["constrained"]
     assert rtt["good"]["median_ms"] < 20, rtt["good"]
     assert rtt["outage"]["lost"] == len(rtt["outage"]["samples_ms"])
-    # the edge's own estimate of the link agrees: about the emulated 80 ms round trip (its smoothed estimate
-    # was seen at 74.7 ms in a fresh-clone CI run under load, so 10% under it is allowed)
+    # the edge's own estimate of the link agrees: of the order of the emulated 80 ms round trip. It is an
+    # EWMA (alpha 0.3) of probe round trips that starts the constrained phase from the good link's ~0.1 ms,
+    # so it approaches 80 ms from below; a loaded run that reports it after few probes shows less (74.7 and
+    # 67.0 ms seen), so 25% under the emulated value is allowed. The bare veth would give about 0.1 ms.
     edge_rtt = [r["link"]["rtt_ms"] for r in rep["table"] if r["profile"] == "constrained" and r["link"]["rtt_ms"]]
-    assert edge_rtt and min(edge_rtt) >= 72
+    assert edge_rtt and min(edge_rtt) >= 60
 
 
 def test_auto_mode_follows_the_link_good_vs_outage(quick):
