@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from ddnn.checkpoint import load_checkpoint
-from ddnn.data import load_split, to_tensor
+from ddnn.data import load_split, random_crop_flip, to_tensor
 from ddnn.models import ModelSpec, build_model
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, default_test_source
 from ddnn.training import TrainConfig
 from ddnn.training.loop import _cpu_has_bf16
-from ddnn.training.recipe import crop_flip, make_optimizer
+from ddnn.training.recipe import make_optimizer
 
 TRAIN_IMAGES = 45000
 RECORDED_RUN = REPO_ROOT / "docs" / "training-logs" / "fast-compact64.json"
@@ -35,7 +35,7 @@ def _seconds_per_epoch(cfg: TrainConfig, spec: ModelSpec, amp: bool, steps: int,
     def step():
         idx = rng.choice(len(arrays), cfg.batch_size, replace=False)
         flips = torch.from_numpy(rng.random(cfg.batch_size) < 0.5)
-        x = crop_flip(to_tensor(arrays.images[idx]), gen, cfg.crop_padding, flips)
+        x = random_crop_flip(to_tensor(arrays.images[idx]), gen, cfg.crop_padding, flips)
         with torch.autocast("cpu", torch.bfloat16, enabled=amp):
             outs = model(x)
             loss = sum(torch.nn.functional.cross_entropy(o.float(), labels[idx], reduction=reduction,

@@ -23,17 +23,21 @@ def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "c
     return ((x - mean) / std).contiguous()
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4,
+                     flip: torch.Tensor | None = None) -> torch.Tensor:
     """Standard CIFAR augmentation on a normalized NCHW batch: pad-and-crop plus horizontal flip.
 
-    Padding is with zeros in the normalized space (the mean pixel), as in He et al.
+    Padding is with zeros in the normalized space (the mean pixel), as in He et al. ``flip`` (a bool
+    per image) chooses the flips, e.g. alternating flips; by default each image flips at random.
     """
     b, c, h, w = x.shape
     dev = x.device
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
     oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=generator.device).to(dev)
     ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=generator.device).to(dev)
-    flip = torch.rand(b, generator=generator, device=generator.device).to(dev) < 0.5
+    if flip is None:
+        flip = torch.rand(b, generator=generator, device=generator.device) < 0.5
+    flip = flip.to(dev)
     rows = oy[:, None] + torch.arange(h, device=dev)[None, :]
     cols = ox[:, None] + torch.arange(w, device=dev)[None, :]
     cols = torch.where(flip[:, None], cols.flip(1), cols)

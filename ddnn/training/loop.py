@@ -16,12 +16,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ddnn.checkpoint import load_checkpoint, save_checkpoint
-from ddnn.data import DatasetError, load_split, to_tensor, train_val_split
+from ddnn.data import DatasetError, load_split, random_crop_flip, to_tensor, train_val_split
 from ddnn.models import ModelSpec, MultiExitNet, QuantSpec, build_model
 from ddnn.models.compact import whitening_stem
 from ddnn.paths import default_train_root
 from ddnn.training.config import TrainConfig
-from ddnn.training.recipe import WeightAverage, crop_flip, flip_mask, lr_factor, make_optimizer
+from ddnn.training.recipe import WeightAverage, flip_mask, lr_factor, make_optimizer
 
 WHITEN_SAMPLE = 5000  # training images the whitening stem's patch statistics come from
 
@@ -199,7 +199,7 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             lr = cfg.lr * factor
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             flips = flip_mask(idx, epoch, flip_base, aug_gen)
-            xb = crop_flip(to_tensor(x_train[idx], device), aug_gen, cfg.crop_padding, flips)
+            xb = random_crop_flip(to_tensor(x_train[idx], device), aug_gen, cfg.crop_padding, flips)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y_train[idx]

@@ -1,8 +1,9 @@
 """Parts of the training recipes that the loop switches on from :class:`TrainConfig`.
 
 Each is independent so its effect can be measured alone: the learning-rate schedules, the
-decoupled SGD parametrisation, crop-and-flip augmentation with alternating flips, and an
-exponential moving average of the weights.
+decoupled SGD parametrisation, alternating flips, and an
+exponential moving average of the weights. (Crop-and-flip itself is ``ddnn.data.random_crop_flip``,
+given the flips.)
 """
 
 from __future__ import annotations
@@ -58,25 +59,6 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, params: list[nn.Parameter
         lr_norm = lr * NORM_BIAS_LR_SCALE
         groups.append({"params": norm, "lr": lr_norm, "peak_lr": lr_norm, "weight_decay": wd / lr_norm})
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-
-
-def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int, flip: torch.Tensor) -> torch.Tensor:
-    """Random translation by up to ``padding`` pixels (zero padding in normalized space, i.e. the
-    mean pixel) and a horizontal flip where ``flip`` (a bool per image) is set."""
-    b, c, h, w = x.shape
-    dev = x.device
-    flip = flip.to(dev)
-    if padding == 0:
-        return torch.where(flip[:, None, None, None], x.flip(3), x)
-    padded = nn.functional.pad(x, (padding, padding, padding, padding))
-    oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=generator.device).to(dev)
-    ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=generator.device).to(dev)
-    rows = oy[:, None] + torch.arange(h, device=dev)[None, :]
-    cols = ox[:, None] + torch.arange(w, device=dev)[None, :]
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    bi = torch.arange(b, device=dev)[:, None, None, None]
-    ci = torch.arange(c, device=dev)[None, :, None, None]
-    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def flip_mask(idx: torch.Tensor, epoch: int, base: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
