@@ -33,15 +33,11 @@ READY_POLL_S = 0.1
 SCRAPE_TIMEOUT_S = 10.0  # one /metrics page from a local process
 
 
-@dataclass
-class Service:
-    """A running service process and what its ready file said."""
+class Addressed:
+    """``grpc`` and ``metrics`` addresses of a service from its ``host`` and ready-file ``info``."""
 
-    name: str
-    proc: subprocess.Popen
-    log: Path
+    host: str
     info: dict
-    host: str = "127.0.0.1"
 
     @property
     def grpc(self) -> str:
@@ -50,6 +46,17 @@ class Service:
     @property
     def metrics(self) -> str:
         return f"http://{self.host}:{self.info['metrics_port']}/metrics"
+
+
+@dataclass
+class Service(Addressed):
+    """A running service process and what its ready file said."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    info: dict
+    host: str = "127.0.0.1"
 
     def log_tail(self, n: int = 40) -> str:
         try:

@@ -19,6 +19,9 @@ Load generator, edge and cloud in three network namespaces joined by veth links;
 rates, accuracy, latency and bytes (Lo et al. Table III on an emulated link). (b) One open-loop auto
 run while the profile follows --schedule: effective mode over time, every sample answered once.
 Writes report.json, report.md and timeline.png to --out and prints the Markdown. Needs root.
+With --compose PROJECT the same runs use the docker compose testbed's containers instead of
+namespaces: the profiles shape the edge<->cloud "backhaul" network between the edge and cloud
+containers (see docs/deployment.md).
 """
 
 
@@ -58,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edge-arg", action="append", default=[], metavar="ARG",
                    help="extra edge flag, repeatable (e.g. --edge-arg=--cloud-timeout-s --edge-arg=3)")
     p.add_argument("--cloud-arg", action="append", default=[], metavar="ARG", help="extra cloud flag, repeatable")
+    p.add_argument("--compose", default=None, metavar="PROJECT",
+                   help="run on a running docker compose testbed (docker compose -p PROJECT up) instead: shape the "
+                        "link between its edge and cloud containers; --backend, --checkpoint, --policy and the "
+                        "extra service flags do not apply (compose configured the services)")
 
 
 def config_from_args(args) -> RunConfig:
@@ -88,7 +95,12 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     try:
-        rep = Run(cfg).execute()
+        if cfg.compose:
+            from ddnn.testbed.compose import ComposeRun
+
+            rep = ComposeRun(cfg).execute()
+        else:
+            rep = Run(cfg).execute()
     except TestbedError as exc:
         print(f"ddnn testbed: error: {exc}", file=sys.stderr)
         return 2

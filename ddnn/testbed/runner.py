@@ -9,6 +9,7 @@ trip with TCP handshakes from the edge's namespace.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -25,6 +26,7 @@ from pathlib import Path
 from ddnn.launch import Service, start
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_POLICY
 from ddnn.testbed import report as R
+from ddnn.testbed.checks import checks, reachable
 from ddnn.testbed.profiles import LinkProfile, load_profiles, parse_schedule
 from ddnn.testbed.shaper import Shaper, make_shaper
 from ddnn.testbed.topology import Testbed, TestbedError, Topology, existing_namespaces, preflight, sh
@@ -61,6 +63,7 @@ class RunConfig:
     table: bool = True
     timeline: bool = True
     subnet: str = "10.203.0.0/29"
+    compose: str = ""  # a running compose project: shape its edge<->cloud link instead (ddnn.testbed.compose)
     edge_args: list[str] = field(default_factory=list)
     cloud_args: list[str] = field(default_factory=list)
     command: str = ""
@@ -68,10 +71,6 @@ class RunConfig:
 
 QUICK = {"limit": 96, "schedule": "good:10,constrained:10,outage:20,good:15", "settle_s": 1.0, "rtt_probes": 5,
          "rate": 2.0}
-
-
-def _reachable(p: LinkProfile) -> bool:
-    return not p.down and p.loss_pct < 100
 
 
 def _validate(cfg: RunConfig, profiles: dict[str, LinkProfile]) -> list[tuple[str, float]]:
@@ -131,7 +130,7 @@ class Run:
         p = self.profiles[name]
         self.shaper.apply(p)
         t = time.time()
-        if (_reachable(p) and wait_connected_s > 0
+        if (reachable(p) and wait_connected_s > 0
                 and not self.watcher.wait(lambda r: r.get("cloud_connected"), wait_connected_s)):
             log.warning("edge not connected to the cloud %.0fs after switching to %s", wait_connected_s, name)
         return {"profile": name, "applied_at": t}
@@ -260,6 +259,22 @@ class Run:
         tl["plot"] = "timeline.png"
         return tl
 
+    # -- where the run happens (ddnn.testbed.compose.ComposeRun runs on a compose project instead) ----------
+
+    def _site(self) -> contextlib.AbstractContextManager:
+        """Build the namespaces on enter, delete them (and stop what runs there) on every exit."""
+        return Testbed(self.topo)
+
+    def _describe(self) -> dict:
+        return self.topo.describe()
+
+    def _restore(self) -> None:
+        """Leave the edge as the run found it (services the run started are stopped anyway)."""
+
+    def _stop_services(self) -> dict[str, int]:
+        """Stop what the run started; their exit codes."""
+        return {name: self.services[name].stop() for name in ("edge", "cloud") if name in self.services}
+
     # -- the whole run ---------------------------------------------------------------------------------
 
     def execute(self) -> dict:
@@ -273,10 +288,10 @@ class Run:
                                                         for k, v in asdict(c).items()},
                      "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
                               "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
-                     "topology": self.topo.describe(),
                      "profiles": {n: p.to_dict() for n, p in self.profiles.items()}}
         exit_codes: dict[str, int] = {}
-        with Testbed(self.topo):
+        with self._site():
+            rep["topology"] = self._describe()
             try:
                 self.shaper = make_shaper(c.shaper, self.topo.backhaul, self.logs)
                 rep["shaper"] = self.shaper.kind
@@ -297,10 +312,9 @@ class Run:
                 rep["edge_metrics"] = self.watcher.scrape(self.services["edge"].metrics)
             finally:
                 if self.watcher:
+                    self._restore()
                     self.watcher.close()
-                for name in ("edge", "cloud"):
-                    if name in self.services:
-                        exit_codes[name] = self.services[name].stop()
+                exit_codes = self._stop_services()
                 if self.shaper:
                     self.shaper.close()
                     rep["shaper_counters"] = getattr(self.shaper, "counters", None)
@@ -339,47 +353,6 @@ def _sleep_until(t: float, proc: subprocess.Popen) -> None:
 
 def _brief(rep: dict) -> dict:
     return {k: rep[k] for k in ("exit_rates", "accuracy", "latency_s", "bytes", "wall_s", "throughput_samples_per_s")}
-
-
-def checks(rep: dict, profiles: dict[str, LinkProfile]) -> dict:
-    """What the run must show: integrity everywhere, the emulated delay in the RTT, auto following the link."""
-    out = {}
-    rows = rep.get("table") or []
-    tl = rep.get("timeline")
-    bad = [f"{r['profile']}/{r['mode']}" for r in rows if r.get("error") or not r["integrity"]["ok"]]
-    if tl:
-        bad += [f"timeline phase {ph['phase']} ({ph['profile']})" for ph in tl["phases"]
-                if ph["missing"] or ph["rejected"]]
-        if not tl["integrity"]["ok"]:
-            bad.append("timeline (duplicates or unknown ids)")
-    n = sum(r.get("samples", 0) for r in rows) + (tl["samples"] if tl else 0)
-    out["answered_exactly_once"] = {"ok": not bad, "detail": f"{n} samples over {len(rows)} replays"
-                                    + (f" and {len(tl['phases'])} timeline phases" if tl else "")
-                                    + (f"; failed: {', '.join(bad)}" if bad else "")}
-    seen = set()
-    for r in rows:
-        p = profiles[r["profile"]]
-        if r["profile"] in seen or not _reachable(p) or p.loss_pct or r.get("tcp_rtt_ms") is None:
-            continue
-        seen.add(r["profile"])
-        c = R.rtt_check(r["tcp_rtt_ms"], p.rtt_floor_ms)
-        out[f"rtt_{r['profile']}"] = {**c, "detail": f"TCP handshake median {R._num(c['median_ms'])} ms, "
-                                                    f"profile adds {c['expected_floor_ms']:g} ms"}
-    if tl:
-        settled = {}
-        for ph in tl["phases"]:
-            settled.setdefault(ph["profile"], []).append(ph["settled_mode"])
-        outage = [m for name, ms in settled.items() if not _reachable(profiles[name]) for m in ms]
-        good = settled.get("good", [])
-        ok = bool(outage) and bool(good) and all(m == "local" for m in outage) and all(
-            m not in (None, "local") for m in good)
-        out["auto_follows_link"] = {"ok": ok, "settled": settled,
-                                    "detail": ", ".join(f"{k}: {'/'.join(str(m) for m in v)}"
-                                                        for k, v in settled.items())}
-    cl = rep.get("cleanup", {})
-    out["cleanup"] = {"ok": not cl.get("namespaces_left") and all(v == 0 for v in cl.get("exit_codes", {}).values()),
-                      "detail": f"namespaces left {cl.get('namespaces_left')}, exit codes {cl.get('exit_codes')}"}
-    return out
 
 
 def write(rep: dict, out: Path) -> None:

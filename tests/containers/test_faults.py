@@ -130,23 +130,24 @@ def test_triton_killed_the_cloud_says_not_serving_until_it_is_back(testbed):
 
 
 # This test found a service bug: after the heal the edge's cloud link came back while the cloud still said
-# NOT_SERVING (its own Triton connection broke with the partition); the cloud turned SERVING a few seconds
-# later, but the edge's health Watch never delivered it (3 of 5 runs), so every offload was answered
-# degraded until the edge restarted. The edge now reopens an ended Watch and, while the cloud looks
-# NOT_SERVING, asks it directly (services/edge/cloud_link.py _watch_health).
+# NOT_SERVING (its own Triton connection broke with the partition, when the edge, the cloud and Triton shared
+# one network); the cloud turned SERVING a few seconds later, but the edge's health Watch never delivered it
+# (3 of 5 runs), so every offload was answered degraded until the edge restarted. The edge now reopens an
+# ended Watch and, while the cloud looks NOT_SERVING, asks it directly (services/edge/cloud_link.py
+# _watch_health). The partition now cuts the backhaul only (the edge<->cloud network), as a WAN outage would.
 def test_cloud_partitioned_from_the_edge_and_healed(testbed):
     t = Timeline("partition")
-    network = testbed.client.networks.get(testbed.network)
+    network = testbed.client.networks.get(testbed.backhaul)
     run = fault_replay(testbed, "lg-partition", t)
     cloud = testbed.container("cloud")
     network.disconnect(cloud)
-    t.mark(f"cloud disconnected from {testbed.network}")
+    t.mark(f"cloud disconnected from {testbed.backhaul} (Triton and Prometheus still reach it)")
     try:
         assert edge_serving(testbed) == "SERVING"
         time.sleep(FAULT_FOR_S)
     finally:
-        network.connect(cloud, aliases=["cloud"])
-        t.mark("cloud connected again (alias 'cloud')")
+        network.connect(cloud, aliases=["cloud-backhaul"])
+        t.mark("cloud connected again (alias 'cloud-backhaul')")
     rows = finish(run, t)
     check_degraded_in_time(rows)
     healthy_again(testbed, t, "cloud")

@@ -98,6 +98,7 @@ class Testbed:
         self.project = f"ddnn-ct-{uuid.uuid4().hex[:8]}"
         self.work = work
         self.network = f"{self.project}_testbed"
+        self.backhaul = f"{self.project}_backhaul"  # the edge<->cloud link alone
         override = {"services": {"edge": {"environment": EDGE}, "loadgen": {"environment": REPLAY}}}
         self.override = work / "docker-compose.test.yml"
         self.override.write_text(yaml.safe_dump(override))
