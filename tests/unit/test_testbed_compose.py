@@ -7,8 +7,9 @@ import argparse
 import pytest
 
 from ddnn.cli import testbed as cli
+from ddnn.testbed import topology
 from ddnn.testbed.compose import ContainerService, ContainerTopology, container_end
-from ddnn.testbed.topology import Endpoint, Link, TestbedError
+from ddnn.testbed.topology import Endpoint, Link
 
 
 def inspect(pid: int = 4242, status: str = "running") -> dict:
@@ -25,7 +26,8 @@ def test_docker_inspect_gives_addresses_per_compose_network_and_the_environment(
 
 
 def test_a_container_without_a_process_is_refused_by_name():
-    with pytest.raises(TestbedError, match=r"container cloud \(0123456789ab\) has no process \(state exited\)"):
+    with pytest.raises(topology.TestbedError,
+                       match=r"container cloud \(0123456789ab\) has no process \(state exited\)"):
         container_end(inspect(pid=0, status="exited"), "p1", "cloud")
 
 
