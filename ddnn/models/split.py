@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ddnn.data import IMAGE_SHAPE
 from ddnn.data.transforms import to_tensor
 from ddnn.models.network import MultiExitNet
 
@@ -94,7 +95,7 @@ def cloud_part(model: MultiExitNet, position: int) -> CloudPart:
     if not 0 <= position < n:
         raise ValueError(f"split position {position} out of range 0..{n - 1}")
     if position == 0:
-        return CloudPart(model.trunk(0, n), model.final, 0, (32, 32, 3), "uint8")
+        return CloudPart(model.trunk(0, n), model.final, 0, IMAGE_SHAPE, "uint8")
     return CloudPart(model.trunk(position, n), model.final, position, model.shapes[position], "float32")
 
 
@@ -129,7 +130,7 @@ def raw_input_split(model: MultiExitNet, edge_exits: list[str]) -> Split:
     split = split_at(model, edge_exits[-1], edge_exits)
     split.edge.offload = "input"
     split.edge.offload_position = 0
-    split.edge.feature_shape = (32, 32, 3)
+    split.edge.feature_shape = IMAGE_SHAPE
     return Split(split.edge, cloud_part(model, 0), "input")
 
 
@@ -142,5 +143,5 @@ def aux_principal(aux: MultiExitNet, principal: MultiExitNet, aux_exits: list[st
         p = aux.position(name)
         segments.append(EdgeSegment(f"aux_{name}", aux.trunk(start, p), aux.head(name)))
         start = p
-    edge = EdgePart(segments, 0, (32, 32, 3), "input")
+    edge = EdgePart(segments, 0, IMAGE_SHAPE, "input")
     return Split(edge, cloud_part(principal, 0), "input")

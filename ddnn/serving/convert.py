@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddnn.codec import Encoded, encode
+from ddnn.codec import Encoded, Payload, encode
 from ddnn.pb.ddnn.v1 import tensor_pb2
 
 
@@ -18,5 +18,5 @@ def from_proto(t: tensor_pb2.Tensor) -> Encoded:
 
 
 def images_to_proto(images: np.ndarray) -> tensor_pb2.Tensor:
-    """uint8 (N, 32, 32, 3) pixels as a raw tensor."""
-    return to_proto(encode(images, "raw"))
+    """uint8 pixels, shape (N, *ddnn.data.IMAGE_SHAPE), as a raw tensor."""
+    return to_proto(encode(images, Payload.RAW))

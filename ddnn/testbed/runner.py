@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ddnn.export.bundle import MODES
 from ddnn.launch import Service, start
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_POLICY
 from ddnn.testbed import report as R
@@ -33,7 +34,6 @@ from ddnn.testbed.watcher import Watcher
 log = logging.getLogger(__name__)
 
 TESTBED_POLICY = SHIPPED_POLICY  # one AO criterion per depth: block4 (ws) and block7 (normal)
-MODES = ("ws", "normal", "local", "auto")
 TEST_SPLIT_IMAGES = 10000
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ddnn.checkpoint import load_checkpoint
-from ddnn.data import read_pack, to_tensor
+from ddnn.data import IMAGE_SHAPE, read_pack, to_tensor
 from ddnn.models import cloud_part, split_at
 from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_TEST_PACK
 from ddnn.triton.client import TritonClient
@@ -59,7 +59,7 @@ def measure(checkpoint: str | Path = SHIPPED_CHECKPOINT, splits: tuple[str, ...]
     if SHIPPED_TEST_PACK.is_file():
         images = np.ascontiguousarray(read_pack(SHIPPED_TEST_PACK).images[:: 10000 // batch][:batch])
     else:
-        images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+        images = np.random.default_rng(0).integers(0, 256, (batch, *IMAGE_SHAPE), dtype=np.uint8)
     threads = default_threads(1)  # what each Triton instance uses with the exported defaults
     results = {"checkpoint": str(checkpoint), "batch": batch, "iters": iters, "torch_threads": threads,
                # Triton's stubs get PASSIVE unless it is set (see stub_environment); set it for this
