@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddnn.codec import Payload, decode, encode
-from ddnn.data import IMAGE_SHAPE
 from ddnn.engines import CloudPartEngine, EdgePartEngine
 from ddnn.errors import InvalidInput
 from ddnn.outcome import Outcome
@@ -42,19 +41,6 @@ class EdgeResult:
     payload: np.ndarray | None
     compute_s: float
     edge_prediction: np.ndarray
-
-
-def validate_images(images: np.ndarray, max_batch: int | None = None) -> np.ndarray:
-    """Check an image batch: uint8, shape (N, *IMAGE_SHAPE), 0 < N <= max_batch."""
-    if images.dtype != np.uint8:
-        raise InvalidInput(f"images must be uint8 pixels, got {images.dtype}")
-    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
-        raise InvalidInput(f"images must have shape [N, {', '.join(map(str, IMAGE_SHAPE))}], got {list(images.shape)}")
-    if images.shape[0] == 0:
-        raise InvalidInput("empty batch: no images")
-    if max_batch is not None and images.shape[0] > max_batch:
-        raise InvalidInput(f"batch of {images.shape[0]} images exceeds the limit of {max_batch}")
-    return images
 
 
 def as_edge_engine(edge) -> EdgePartEngine:
