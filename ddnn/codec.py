@@ -138,4 +138,4 @@ def decode(t: Encoded, expect_shape: tuple[int, ...] | None = None, max_batch: i
 def payload_bytes(feature_shape: tuple[int, ...], payload: str) -> int:
     """Bytes one sample puts on the wire for a payload kind (raw = the uint8 input image, whatever the shape)."""
     n = int(np.prod(feature_shape))
-    return {Payload.FP32: 4 * n, Payload.FP16: 2 * n, Payload.INT8: n + 8, Payload.RAW: IMAGE_BYTES}[payload]
+    return {Payload.FP32: 4 * n, Payload.FP16: 2 * n, Payload.INT8: n + 8, Payload.RAW: IMAGE_BYTES}[Payload(payload)]

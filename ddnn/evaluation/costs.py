@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -87,14 +88,15 @@ def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
     edge_macs = 0.0
     for k, (_, macs) in enumerate(costs.segment_macs):
         # A sample runs segment k unless it already exited at an earlier edge exit.
-        reached = np.sum((exit_index >= k) | (exit_index < 0)) / n
+        reached = float(np.sum((exit_index >= k) | (exit_index < 0))) / n
         edge_macs += reached * macs
     cloud_macs = cloud_rate * costs.cloud_macs
+    per_offload: dict[str, int]
     if costs.offload == "features":
-        payload, per_offload = "features", {k: costs.feature_values * b for k, b in BYTES_PER_VALUE.items()}
+        payload, per_offload = "features", {k.value: costs.feature_values * b for k, b in BYTES_PER_VALUE.items()}
     else:
         payload, per_offload = "raw_input", {"uint8": IMAGE_BYTES}
-    out = {
+    out: dict[str, Any] = {
         "macs": {
             "full_model": costs.full_macs,
             "edge_segments": dict(costs.segment_macs),
@@ -123,12 +125,15 @@ def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
 def expected_energy_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
     """Edge, expected cloud and total energy per inference (µJ) at the exit rates of
     ``exit_index``, compute only and with memory accesses, against cloud-only inference."""
+    ops = costs.ops
+    if ops is None:
+        raise ValueError("these split costs carry no operation counts (SplitCosts.ops) to estimate energy from")
     table = costs.energy_table or _default_table()
     n = max(1, len(exit_index))
-    rates = {name: float(np.sum(exit_index == k)) / n for k, (name, _) in enumerate(costs.ops.segments)}
+    rates = {name: float(np.sum(exit_index == k)) / n for k, (name, _) in enumerate(ops.segments)}
     rates[Outcome.DROPPED.label] = float(np.sum(exit_index < 0)) / n
-    return {"table": table.name or "energy table", "compute": expected_energy(costs.ops, rates, table).to_dict(),
-            "with_memory": expected_energy(costs.ops, rates, table, memory=True).to_dict()}
+    return {"table": table.name or "energy table", "compute": expected_energy(ops, rates, table).to_dict(),
+            "with_memory": expected_energy(ops, rates, table, memory=True).to_dict()}
 
 
 @functools.cache

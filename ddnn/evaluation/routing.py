@@ -75,11 +75,14 @@ def route_samples(policy: EdgePolicy | None, logits: dict[str, np.ndarray], exit
     final = logits["final"]
     n = final.shape[0]
     exits = tuple(exits)
+    if exits and policy is None:
+        raise PolicyError(f"edge exits {list(exits)} need a policy")
     exit_index = np.full(n, len(exits), dtype=np.int16)
     prediction = np.full(n, -1, dtype=np.int64)
     confidence = np.zeros(n, dtype=np.float64)
     pending = np.arange(n)
     for k, name in enumerate(exits):
+        assert policy is not None  # (checked above)
         batch = policy.decide(name, logits[name][pending], last=k == len(exits) - 1)
         done = batch.decision != Decision.CONTINUE
         rows = pending[done]

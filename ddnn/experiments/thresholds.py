@@ -148,7 +148,8 @@ def run(ctx: Context) -> Path:
         "normalized-entropy thresholds 0.4 and 0.8 on all 10,000 CIFAR-10 test images. It varies only the "
         "threshold and reports Local / Server / Overall / Ideal accuracy, the time decomposition and the exit rates.",
     ]
-    details, first = [], None
+    details: list[str] = []
+    first: list[dict] = []
     for i, dev in enumerate(devices(ctx)):
         rows, times = evaluate_device(ctx, dev, test)
         first = first or rows

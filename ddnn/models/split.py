@@ -10,6 +10,7 @@ Two arrangements:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -45,12 +46,17 @@ class EdgePart(nn.Module):
         self.offload = offload  # "features" or "input"
 
     @property
+    def segment_list(self) -> list[EdgeSegment]:
+        """The segments in order (iterating the ModuleList types them as plain Modules)."""
+        return cast("list[EdgeSegment]", list(self.segments))
+
+    @property
     def exit_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.segments)
+        return tuple(s.name for s in self.segment_list)
 
     def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         logits, h = {}, x
-        for seg in self.segments:
+        for seg in self.segment_list:
             h = seg.trunk(h)
             logits[seg.name] = seg.head(h)
         return logits, (x if self.offload == "input" else h)

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class Testbed:
 
     def __init__(self, topology: Topology):
         self.topo = topology
-        self._saved_handlers: dict[int, object] = {}
+        self._saved_handlers: dict[int, Any] = {}  # signal -> the handler signal.signal returned
         self.cleaned = False
 
     def __enter__(self) -> Testbed:

@@ -42,7 +42,7 @@ class Watcher:
         self.polls.extend(new)
         return new
 
-    def wait(self, pred: Callable[[dict], bool], timeout_s: float, alive: subprocess.Popen | None = None) -> bool:
+    def wait(self, pred: Callable[[dict], object], timeout_s: float, alive: subprocess.Popen | None = None) -> bool:
         """Until the latest successful poll satisfies ``pred`` (False after ``timeout_s``)."""
         deadline = time.monotonic() + timeout_s
         while True:

@@ -96,8 +96,9 @@ class TritonBackend:
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
             if self.server is None or self.server.running:
                 continue
-            log.error("tritonserver exited (code %s); restarting it. Log tail:\n%s", self.server.process.returncode,
-                      self.server.log_tail(15))
+            process = self.server.process
+            log.error("tritonserver exited (code %s); restarting it. Log tail:\n%s",
+                      process.returncode if process is not None else None, self.server.log_tail(15))
             self._restarting = True
             try:
                 await asyncio.get_running_loop().run_in_executor(None, self.server.start)

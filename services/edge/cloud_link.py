@@ -170,7 +170,8 @@ class CloudLink:
         async def watch() -> None:
             while True:
                 try:
-                    async for r in stub.Watch(request):
+                    # types-grpcio-health-checking's HealthStub declares no RPC attributes (set in __init__).
+                    async for r in stub.Watch(request):  # type: ignore[attr-defined]
                         self._set_serving(r.status == health_pb2.HealthCheckResponse.SERVING)
                 except asyncio.CancelledError:
                     raise
@@ -184,7 +185,7 @@ class CloudLink:
                 if self.serving:
                     continue
                 try:
-                    r = await stub.Check(request, timeout=HEALTH_POLL_S)
+                    r = await stub.Check(request, timeout=HEALTH_POLL_S)  # type: ignore[attr-defined]
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # unreachable or not answering: still not serving

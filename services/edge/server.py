@@ -24,7 +24,7 @@ from ddnn.outcome import Outcome
 from ddnn.pb.ddnn.v1 import cloud_pb2, edge_pb2, edge_pb2_grpc, tensor_pb2
 from ddnn.serving.admission import ByteBudget
 from ddnn.serving.control import ControlGuard
-from ddnn.serving.convert import from_proto, to_proto
+from ddnn.serving.convert import from_proto, outcome_to_proto, to_proto
 from ddnn.serving.errors import Misconfigured, error_fields, status_name
 from ddnn.serving.streams import answer_concurrently
 from services.edge import metrics
@@ -65,7 +65,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
 
     # -- decisions -------------------------------------------------------------------------
 
-    def effective_mode(self, cfg: EdgeConfig) -> str:
+    def effective_mode(self, cfg: EdgeConfig) -> Mode:
         return self.monitor.effective(cfg)
 
     def _validate(self, batch: edge_pb2.ImageBatch) -> np.ndarray:
@@ -96,7 +96,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
                 exit = fallback_exit
             pred = -1 if o == Outcome.DROPPED else int(res.prediction[i])
             out.append(edge_pb2.SampleResult(
-                sample_id=ids[i], outcome=o, exit=exit, prediction=pred, confidence=float(res.confidence[i]),
+                sample_id=ids[i], outcome=outcome_to_proto(o), exit=exit, prediction=pred,
+                confidence=float(res.confidence[i]),
                 timing=edge_pb2.Timing(edge_compute_s=res.compute_s, link_s=link_s, cloud_compute_s=cloud_s,
                                        total_s=total),
                 offload_bytes=offload_bytes, edge_prediction=int(res.edge_prediction[i])))
@@ -148,7 +149,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         if len(local):
             emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, results=self._results(ids, res, local, None, t0)))
         off = res.offload_idx
-        if not len(off):
+        if not len(off) or res.payload is None:  # (no offloaded rows is the same as no payload)
             return
         if mode == Mode.LOCAL or self.link is None:
             metrics.CLOUD_ERRORS.labels("local_mode").inc(len(off))
@@ -210,16 +211,16 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         cfg = self.runtime.config
         mode = self.effective_mode(cfg)
         route = cfg.route(mode)
-        est = self.link.estimate if self.link else None
+        link = self.link
         return edge_pb2.EdgeStatus(
             mode=cfg.mode, effective_mode=mode, active_exits=list(route.exits),
             knobs={e: c.knob for e, c in cfg.policy.criteria.items()},
             policy_json=json.dumps(cfg.policy.to_dict()), payload=cfg.payload,
-            cloud_connected=bool(self.link and self.link.connected), checkpoint_sha256=self.runtime.model.sha256,
+            cloud_connected=bool(link and link.connected), checkpoint_sha256=self.runtime.model.sha256,
             samples_by_outcome=dict(self.by_outcome),
-            link=edge_pb2.LinkEstimate(rtt_s=est.rtt_s, throughput_bytes_per_s=est.throughput_bps,
-                                       error_rate=est.error_rate, inflight_batches=self.link.inflight)
-            if est else None,
+            link=edge_pb2.LinkEstimate(rtt_s=link.estimate.rtt_s, throughput_bytes_per_s=link.estimate.throughput_bps,
+                                       error_rate=link.estimate.error_rate, inflight_batches=link.inflight)
+            if link else None,
             inflight_samples=self.inflight,
             slo=f"{self.slo.target.kind}={self.slo.target.value:g}" if self.slo else "",
             slo_measured=self.slo.last.measured if self.slo and self.slo.last else 0.0,
@@ -272,7 +273,7 @@ class ChannelMonitor:
         self.link = link
         self.selector = selector
         self.interval_s = interval_s
-        self._last = ""
+        self._last: Mode | None = None
         self._task: asyncio.Task | None = None
 
     def link_state(self) -> LinkState:
@@ -283,7 +284,7 @@ class ChannelMonitor:
         return LinkState(self.link.connected and self.link.serving, e.rtt_s, e.throughput_bps, e.error_rate,
                          self.link.inflight)
 
-    def effective(self, cfg: EdgeConfig) -> str:
+    def effective(self, cfg: EdgeConfig) -> Mode:
         """The configured mode; in auto mode the channel's choice, where the SLO controller's exit
         depth replaces ws/normal (a lost cloud still means local)."""
         if cfg.mode != Mode.AUTO:
@@ -291,11 +292,11 @@ class ChannelMonitor:
         mode = self.selector.mode
         return cfg.depth if cfg.depth and mode != Mode.LOCAL else mode
 
-    def tick(self) -> str:
+    def tick(self) -> Mode:
         self.selector.update(self.link_state())
         mode = self.effective(self.runtime.config)
         if mode != self._last:
-            if self._last:
+            if self._last is not None:
                 log.info("mode %s -> %s (%s)", self._last, mode, self.link_state())
                 metrics.MODE_SWITCHES.labels(mode).inc()
             for m in (Mode.NORMAL, Mode.WS, Mode.LOCAL):
@@ -327,7 +328,7 @@ class SloLoop:
         self.controller = SloController(target)
         self.reservoir = Reservoir()
         self.last: Decision | None = None
-        servicer.telemetry = Telemetry(window_s)
+        self.telemetry = servicer.telemetry = Telemetry(window_s)
         servicer.runtime.observer = self.observe
         servicer.runtime.clear_control()  # rebuild engines with the observer
         self._task: asyncio.Task | None = None
@@ -349,7 +350,7 @@ class SloLoop:
         if probs is None:
             return None
         sizes = {p.value: float(payload_bytes(route.feature_shape, p)) for p in Payload}
-        snap = sv.telemetry.snapshot()
+        snap = self.telemetry.snapshot()
         d = self.controller.step(snap, cfg.policy.criterion(key), rt.base_policy.criterion(key), probs, cfg.payload,
                                  sizes, Mode.WS if mode == Mode.WS else Mode.NORMAL)
         rt.control({key: d.knob} if d.knob is not None else None, d.payload,

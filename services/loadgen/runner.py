@@ -74,8 +74,8 @@ class Replay:
             return
         r = self.records
         if rb.HasField("error"):
-            for sid in rb.sample_ids:
-                i = self._answer(batch, int(sid), now)
+            for sample_id in rb.sample_ids:
+                i = self._answer(batch, int(sample_id), now)
                 if i is not None:
                     r.outcome[i] = Outcome.REJECTED
                     r.exit[i] = Outcome.REJECTED.label
@@ -138,8 +138,9 @@ class Replay:
         for pos in batch.ids:
             if r.answers[pos] == 0:
                 i = self._answer(batch, int(r.sample_id[pos]), now)
-                r.outcome[i], r.exit[i], r.error[i] = Outcome.REJECTED, Outcome.REJECTED.label, reason
-                self.account(i)
+                if i is not None:  # (always: an unanswered sample of a known batch)
+                    r.outcome[i], r.exit[i], r.error[i] = Outcome.REJECTED, Outcome.REJECTED.label, reason
+                    self.account(i)
 
     def mark_sent(self, batch: Batch) -> None:
         batch.sent_at = time.perf_counter()
@@ -234,7 +235,7 @@ async def run_replay(images: np.ndarray, labels: np.ndarray, order: np.ndarray,
         except asyncio.TimeoutError:
             raise ConnectionError(f"edge at {s.edge} is not reachable (30s)") from None
         stub = edge_pb2_grpc.EdgeStub(channel)
-        queues = [asyncio.Queue() for _ in range(s.concurrency)]
+        queues: list[asyncio.Queue[Batch | None]] = [asyncio.Queue() for _ in range(s.concurrency)]
         streams = [asyncio.create_task(_stream(stub, replay, q, s.deadline_s)) for q in queues]
         t0 = replay.t0 = time.perf_counter()
         if s.loop == "closed":
