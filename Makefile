@@ -48,8 +48,14 @@ proto: $(PROTO_STAMP) ## generate gRPC/protobuf code into ddnn/pb (not committed
 lint: $(PROTO_STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
-test: $(PROTO_STAMP) ## lint + unit + integration + container tests (the CI command)
+# mypy reads its settings from pyproject.toml ([tool.mypy]: ddnn and services, not the generated
+# ddnn/pb, whose .pyi stubs it uses: hence the proto dependency).
+typecheck: $(PROTO_STAMP) ## mypy on ddnn and services
+	$(VENV)/bin/mypy
+
+test: $(PROTO_STAMP) ## lint + type check + unit + integration + container tests (the CI command)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest tests/unit -q
 	$(PY) -m pytest tests/integration -q
 	$(MAKE) --no-print-directory test-containers
@@ -81,6 +87,6 @@ images: ## build ddnn-{edge,cloud,loadgen,prometheus} with no registry: local ba
 
 
 clean: ## remove generated code and caches (keeps .venv)
-	rm -rf ddnn/pb .pytest_cache .ruff_cache .hypothesis
+	rm -rf ddnn/pb .pytest_cache .ruff_cache .mypy_cache .hypothesis
 
-.PHONY: help venv lock lock-check proto lint test test-unit test-containers demo bench clean images
+.PHONY: help venv lock lock-check proto lint typecheck test test-unit test-containers demo bench clean images

@@ -12,12 +12,27 @@ distributed system see the same values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
+from ddnn.data.arrays import IMAGE_BYTES
 from ddnn.errors import InvalidInput
 
-PAYLOADS = ("fp32", "fp16", "int8", "raw")
+
+class Payload(str, Enum):
+    """How offloaded samples travel to the cloud (``--payload``; ``ddnn.v1.Tensor`` says which on the wire)."""
+
+    FP32 = "fp32"  # float32 features
+    FP16 = "fp16"  # float16 features
+    INT8 = "int8"  # per-sample affine int8 features
+    RAW = "raw"  # the uint8 input image (a split at the input, or the aux/principal arrangement)
+
+    def __str__(self) -> str:  # the flag value, in messages, metrics labels and reports
+        return self.value
+
+
+PAYLOADS = tuple(p.value for p in Payload)  # the flag values, in the enum's order
 # ddnn.v1.DType / Encoding numbers (kept in sync with protos/ddnn/v1/tensor.proto).
 DTYPE_CODES = {"float32": 1, "float16": 2, "int8": 3, "uint8": 4}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
@@ -44,15 +59,15 @@ class Encoded:
 def encode(array: np.ndarray, payload: str) -> Encoded:
     """Encode a batch (first dimension = samples) as ``fp32``, ``fp16``, ``int8`` or ``raw`` (uint8)."""
     a = np.asarray(array)
-    if payload == "fp32":
+    if payload == Payload.FP32:
         return Encoded(DTYPE_CODES["float32"], a.shape, np.ascontiguousarray(a, "<f4").tobytes())
-    if payload == "fp16":
+    if payload == Payload.FP16:
         return Encoded(DTYPE_CODES["float16"], a.shape, np.ascontiguousarray(a, "<f2").tobytes())
-    if payload == "raw":
+    if payload == Payload.RAW:
         if a.dtype != np.uint8:
             raise InvalidInput(f"raw payload needs uint8 pixels, got {a.dtype}")
         return Encoded(DTYPE_CODES["uint8"], a.shape, np.ascontiguousarray(a).tobytes())
-    if payload == "int8":
+    if payload == Payload.INT8:
         flat = a.reshape(len(a), -1).astype(np.float32)
         # The range always includes 0 (exact for ReLU features, which start at 0), which keeps
         # the zero point inside int8 and makes constant samples exact.
@@ -121,6 +136,6 @@ def decode(t: Encoded, expect_shape: tuple[int, ...] | None = None, max_batch: i
 
 
 def payload_bytes(feature_shape: tuple[int, ...], payload: str) -> int:
-    """Bytes one sample puts on the wire for a payload kind (raw = the 32x32x3 uint8 image)."""
+    """Bytes one sample puts on the wire for a payload kind (raw = the uint8 input image, whatever the shape)."""
     n = int(np.prod(feature_shape))
-    return {"fp32": 4 * n, "fp16": 2 * n, "int8": n + 8, "raw": 32 * 32 * 3}[payload]
+    return {Payload.FP32: 4 * n, Payload.FP16: 2 * n, Payload.INT8: n + 8, Payload.RAW: IMAGE_BYTES}[Payload(payload)]

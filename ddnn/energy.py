@@ -34,6 +34,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddnn.data import IMAGE_SHAPE_CHW
+from ddnn.outcome import Outcome
+
 ENERGY_TABLE_FORMAT = "ddnn.energy-table/v1"
 DEFAULT_TABLE = "energy_table1.json"
 
@@ -175,7 +178,7 @@ class SplitOps:
 
 
 def split_ops(model_or_split, edge_exits: Sequence[str] | None = None,
-              input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> SplitOps:
+              input_shape: tuple[int, ...] = (1, *IMAGE_SHAPE_CHW)) -> SplitOps:
     """Count the operations of an edge/cloud split.
 
     ``model_or_split`` is a :class:`~ddnn.models.MultiExitNet` (split after the last of
@@ -256,7 +259,7 @@ def expected_energy(ops: SplitOps, exit_rates: Mapping[str, float], table: Energ
     else continues to the cloud. A sample runs edge segment k if it did not exit before it.
     """
     names = [n for n, _ in ops.segments]
-    unknown = set(exit_rates) - set(names) - {"dropped"}
+    unknown = set(exit_rates) - set(names) - {Outcome.DROPPED.label}
     if unknown:
         raise ValueError(f"exit rates name {sorted(unknown)}, which are not edge exits {names}")
     rates = {k: float(v) for k, v in exit_rates.items()}
@@ -271,9 +274,9 @@ def expected_energy(ops: SplitOps, exit_rates: Mapping[str, float], table: Energ
         reach.append((name, left))
         edge += left * e
         left -= rates.get(name, 0.0)
-    to_cloud = max(0.0, left - rates.get("dropped", 0.0))
+    to_cloud = max(0.0, left - rates.get(Outcome.DROPPED.label, 0.0))
     cloud_e = ops.cloud.energy_pj(table, memory)
-    reach.append(("cloud", to_cloud))
+    reach.append((Outcome.CLOUD.label, to_cloud))
     return EnergyEstimate(edge, to_cloud * cloud_e, ops.reference.energy_pj(table, memory), tuple(seg_pj), cloud_e,
                           tuple(reach), memory)
 

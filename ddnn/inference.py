@@ -14,25 +14,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddnn.codec import decode, encode
+from ddnn.codec import Payload, decode, encode
 from ddnn.engines import CloudPartEngine, EdgePartEngine
 from ddnn.errors import InvalidInput
+from ddnn.outcome import Outcome
 from ddnn.policies import Decision, EdgePolicy, softmax
-
-# Outcome codes, equal to ddnn.v1.Outcome.
-EDGE, CLOUD, DROPPED, DEGRADED = 1, 2, 3, 4
-OUTCOME_NAMES = {EDGE: "edge", CLOUD: "cloud", DROPPED: "dropped", DEGRADED: "degraded"}
 
 
 @dataclass
 class EdgeResult:
     """What the edge decided for one image batch.
 
-    ``outcome`` is EDGE, CLOUD (to be offloaded) or DROPPED per sample; ``exit`` names the exit
-    ("block7", "cloud", "dropped"). For offloaded samples ``prediction``/``confidence`` hold the
-    deepest edge exit's answer, the fallback if the cloud fails, until the cloud's answer replaces
-    them; ``edge_prediction`` keeps the edge's answer for every sample. ``offload_idx`` lists the
-    offloaded samples' positions in the batch, in the order of ``payload``'s rows.
+    ``outcome`` is an :class:`~ddnn.outcome.Outcome` per sample, EDGE, CLOUD (to be offloaded) or
+    DROPPED; ``exit`` names the exit ("block7", or the outcome's label: "cloud", "dropped"). For
+    offloaded samples ``prediction``/``confidence`` hold the deepest edge exit's answer, the
+    fallback if the cloud fails, until the cloud's answer replaces them; ``edge_prediction`` keeps
+    the edge's answer for every sample. ``offload_idx`` lists the offloaded samples' positions in
+    the batch, in the order of ``payload``'s rows.
     """
 
     outcome: np.ndarray
@@ -43,19 +41,6 @@ class EdgeResult:
     payload: np.ndarray | None
     compute_s: float
     edge_prediction: np.ndarray
-
-
-def validate_images(images: np.ndarray, max_batch: int | None = None) -> np.ndarray:
-    """Check an image batch: uint8, shape (N, 32, 32, 3), 0 < N <= max_batch."""
-    if images.dtype != np.uint8:
-        raise InvalidInput(f"images must be uint8 pixels, got {images.dtype}")
-    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise InvalidInput(f"images must have shape [N, 32, 32, 3], got {list(images.shape)}")
-    if images.shape[0] == 0:
-        raise InvalidInput("empty batch: no images")
-    if max_batch is not None and images.shape[0] > max_batch:
-        raise InvalidInput(f"batch of {images.shape[0]} images exceeds the limit of {max_batch}")
-    return images
 
 
 def as_edge_engine(edge) -> EdgePartEngine:
@@ -99,8 +84,8 @@ class EdgeEngine:
     def run(self, images: np.ndarray) -> EdgeResult:
         t0 = time.perf_counter()
         n = len(images)
-        outcome = np.full(n, CLOUD, np.int8)
-        exits = ["cloud"] * n
+        outcome = np.full(n, Outcome.CLOUD, np.int8)
+        exits = [Outcome.CLOUD.label] * n
         prediction = np.zeros(n, np.int64)
         confidence = np.zeros(n, np.float32)
         all_logits, features = self.part.run(images)
@@ -115,11 +100,11 @@ class EdgeEngine:
             leave = dec.decision == Decision.EXIT
             for j in alive[leave]:
                 exits[j] = name
-            outcome[alive[leave]] = EDGE
+            outcome[alive[leave]] = Outcome.EDGE
             dropped = dec.decision == Decision.DROP
-            outcome[alive[dropped]] = DROPPED
+            outcome[alive[dropped]] = Outcome.DROPPED
             for j in alive[dropped]:
-                exits[j] = "dropped"
+                exits[j] = Outcome.DROPPED.label
             alive = alive[dec.decision == Decision.CONTINUE]
             if len(alive) == 0:
                 break
@@ -134,6 +119,9 @@ def __getattr__(name: str):
         from ddnn.engines.torch_engine import TorchCloudPart
 
         return TorchCloudPart
+    # The outcome codes' old names (benchmarks/system.py still imports CLOUD): ddnn.outcome.Outcome's members.
+    if name in ("EDGE", "CLOUD", "DROPPED", "DEGRADED"):
+        return Outcome[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -163,17 +151,17 @@ class InProcessPipeline:
     :meth:`from_split` builds the torch ones from a :class:`~ddnn.models.split.Split`.
     """
 
-    def __init__(self, edge, cloud, policy: EdgePolicy, payload: str = "fp32",
+    def __init__(self, edge, cloud, policy: EdgePolicy, payload: str = Payload.FP32,
                  exits: list[str] | tuple[str, ...] | None = None):
         self.engine = EdgeEngine(edge, policy, exits=exits)
-        if self.engine.part.offload == "input" and payload != "raw":
-            raise InvalidInput(f"split {self.engine.part.split!r} offloads the raw input; payload must be 'raw', "
-                               f"got {payload!r}")
+        if self.engine.part.offload == "input" and payload != Payload.RAW:
+            raise InvalidInput(f"split {self.engine.part.split!r} offloads the raw input; payload must be "
+                               f"{Payload.RAW.value!r}, got {str(payload)!r}")
         self.cloud = as_cloud_engine(cloud)
         self.payload = payload
 
     @classmethod
-    def from_split(cls, split, policy: EdgePolicy, payload: str = "fp32") -> InProcessPipeline:
+    def from_split(cls, split, policy: EdgePolicy, payload: str = Payload.FP32) -> InProcessPipeline:
         """The torch reference pipeline of a :class:`~ddnn.models.split.Split`."""
         from ddnn.engines.torch_engine import TorchCloudPart, TorchEdgePart
 
@@ -204,5 +192,5 @@ class InProcessPipeline:
             outcome[sl], pred[sl], conf[sl] = res.outcome, res.prediction, res.confidence
             edge_pred[sl] = res.edge_prediction
             exits[sl] = res.exit
-        pred[outcome == DROPPED] = -1
+        pred[outcome == Outcome.DROPPED] = -1
         return SampleOutcomes(np.arange(n), outcome, exits, pred, conf, edge_pred)

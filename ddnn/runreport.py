@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, OUTCOME_NAMES
+from ddnn.outcome import Outcome
 
-REJECTED = 9  # the batch was refused with an error (no prediction)
-OUTCOME_NAMES = {**OUTCOME_NAMES, REJECTED: "rejected"}
+OUTCOME_LABELS = {o.value: o.label for o in Outcome}  # the outcome column; "none" for a sample never answered
 COLUMNS = ("sample_id", "label", "outcome", "exit", "prediction", "edge_prediction", "confidence", "sent_s",
            "latency_s", "edge_compute_s", "link_s", "cloud_compute_s", "server_total_s", "offload_bytes", "answers",
            "error")
@@ -66,8 +65,9 @@ class Records:
             w = csv.writer(f)
             w.writerow(COLUMNS)
             for i in range(self.n):
-                w.writerow([int(self.sample_id[i]), int(self.label[i]), OUTCOME_NAMES.get(int(self.outcome[i]), "none"),
-                            self.exit[i], int(self.prediction[i]), int(self.edge_prediction[i]),
+                outcome = OUTCOME_LABELS.get(int(self.outcome[i]), "none")
+                w.writerow([int(self.sample_id[i]), int(self.label[i]), outcome, self.exit[i],
+                            int(self.prediction[i]), int(self.edge_prediction[i]),
                             f"{self.confidence[i]:.6f}", f"{self.sent_s[i]:.6f}", f"{self.latency_s[i]:.6f}",
                             f"{self.edge_compute_s[i]:.6f}", f"{self.link_s[i]:.6f}", f"{self.cloud_compute_s[i]:.6f}",
                             f"{self.server_total_s[i]:.6f}", int(self.offload_bytes[i]), int(self.answers[i]),
@@ -90,27 +90,26 @@ def build_report(r: Records, wall_s: float, config: dict | None = None) -> dict:
     """Exit rates, accuracies, latency percentiles per path, time decomposition, bytes, throughput."""
     n = r.n
     correct = (r.prediction == r.label) & (r.prediction >= 0)
-    edge, cloud = r.outcome == EDGE, r.outcome == CLOUD
-    degraded, dropped, rejected = r.outcome == DEGRADED, r.outcome == DROPPED, r.outcome == REJECTED
+    masks = {o: r.outcome == o for o in Outcome}  # in the enum's order, which is the report's
+    edge, cloud, dropped, degraded, rejected = masks.values()
     local_correct = (r.edge_prediction == r.label) & (r.edge_prediction >= 0)
     exit_names = np.asarray(r.exit, dtype=object)
     exits = sorted(set(exit_names[edge]))
     rates = {e: float((edge & (exit_names == e)).mean()) for e in exits}
-    rates.update({"cloud": float(cloud.mean()), "dropped": float(dropped.mean()), "degraded": float(degraded.mean()),
-                  "rejected": float(rejected.mean())})
-    paths = {"edge": edge, "cloud": cloud, "dropped": dropped, "degraded": degraded}
+    rates.update({o.label: float(masks[o].mean()) for o in Outcome if o != Outcome.EDGE})
+    paths = {o.label: masks[o] for o in Outcome if o != Outcome.REJECTED}
     answered_once = int((r.answers == 1).sum())
     return {
         "samples": n,
         "integrity": {"answered_exactly_once": answered_once, "missing": int((r.answers == 0).sum()),
-                      "duplicated": int((r.answers > 1).sum()), "rejected": int(rejected.sum()),
+                      "duplicated": int((r.answers > 1).sum()), Outcome.REJECTED.label: int(rejected.sum()),
                       "ok": answered_once == n and not rejected.any()},
         "exit_rates": rates,
         "accuracy": {
             "overall": float(correct.mean()) if n else None,
-            "edge": _acc(correct, edge),
-            "cloud": _acc(correct, cloud),
-            "degraded": _acc(correct, degraded),
+            Outcome.EDGE.label: _acc(correct, edge),
+            Outcome.CLOUD.label: _acc(correct, cloud),
+            Outcome.DEGRADED.label: _acc(correct, degraded),
             "answered": _acc(correct, ~dropped & ~rejected),
             # Cheng et al.: the edge's answer on all samples, and "correct at either exit".
             "local": float(local_correct.mean()) if n else None,
@@ -147,7 +146,7 @@ def format_report(rep: dict) -> str:
              f"{_f(rep['throughput_samples_per_s'])} samples/s   integrity "
              f"{'OK' if rep['integrity']['ok'] else 'FAILED ' + json.dumps(rep['integrity'])}", "",
              "exit rates"]
-    lines += [f"  {k:<12} {_f(v, pct=True):>8}" for k, v in rep["exit_rates"].items() if v or k in ("cloud",)]
+    lines += [f"  {k:<12} {_f(v, pct=True):>8}" for k, v in rep["exit_rates"].items() if v or k == Outcome.CLOUD.label]
     lines += ["", "accuracy"]
     lines += [f"  {k:<12} {_f(v, pct=True):>8}" for k, v in rep["accuracy"].items()]
     lines += ["", f"latency (ms)  {'count':>7} {'mean':>8} {'p50':>8} {'p95':>8} {'p99':>8}"]

@@ -104,14 +104,14 @@ def kept_at_accuracy(curve: list[dict], accuracy: float) -> dict | None:
     ys = np.array([r["acc_overall"] for r in curve])
     if len(np.unique(xs)) < 2:
         return None
-    best = None
+    best: tuple[int, float] | None = None
     for i in range(len(xs) - 1):
         y0, y1 = ys[i] - accuracy, ys[i + 1] - accuracy
         if y0 == 0 or y0 * y1 < 0 or y1 == 0:
             t = 0.0 if y0 == 0 else (1.0 if y1 == 0 else y0 / (y0 - y1))
             best = (i, t)  # keep the last crossing: the most a method can keep at that accuracy
     extrapolated = best is None
-    if extrapolated:
+    if best is None:
         # Extrapolate along the end of the curve whose accuracy is nearest the target.
         i = 0 if abs(ys[0] - accuracy) < abs(ys[-1] - accuracy) else len(xs) - 2
         while i + 1 < len(xs) and xs[i + 1] == xs[i]:
@@ -142,9 +142,10 @@ def table2(result: SweepResult) -> list[dict]:
     for ref in refs:
         group = {"reference_knob": ref["knob"], "acc_overall": ref["acc_overall"], "methods": []}
         for name in SWEEP_METHODS:
+            point: dict | None
             if name == REFERENCE:
                 point = {k: ref.get(k) for k in ("edge_exit_rate", "acc_aux_allocate", "acc_prin_allocate", "energy_uj",
-                                             "acc_overall")}
+                                                 "acc_overall")}
                 point["extrapolated"] = False
             else:
                 point = kept_at_accuracy(result.curve(name), ref["acc_overall"])

@@ -13,6 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from ddnn.codec import PAYLOADS
+from ddnn.export.bundle import MODES
+
 
 def _edges(values: list[str], edges_file: str | None) -> list[str]:
     edges = [e.strip() for v in values for e in v.split(",") if e.strip()]
@@ -47,8 +50,8 @@ def register(sub) -> None:
     p.add_argument("--edge", action="append", default=[], help="edge address host:port (repeatable, or a,b,c)")
     p.add_argument("--edges-file", help="file with one edge address per line")
     p.add_argument("--knob", action="append", default=[], help="EXIT=VALUE threshold override (repeatable)")
-    p.add_argument("--mode", choices=["auto", "normal", "ws", "local"], help="operating mode")
-    p.add_argument("--payload", choices=["fp32", "fp16", "int8", "raw"], help="offload payload")
+    p.add_argument("--mode", choices=MODES, help="operating mode")
+    p.add_argument("--payload", choices=PAYLOADS, help="offload payload")
     p.add_argument("--policy", help="replace the whole policy with this JSON file")
     p.add_argument("--slo", help="SLO controller target: p95_latency=S, cloud_rate=SAMPLES_PER_S, "
                    "bandwidth=BYTES_PER_S, or 'off'")

@@ -15,6 +15,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from ddnn.codec import PAYLOADS, Payload
+from ddnn.export.bundle import MODES, Mode
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_INT8_POLICY, SHIPPED_POLICY
 
 ACCURACY_BOUND = 0.003  # the most accuracy (validation, overall) the default engine may give up against torch fp32
@@ -49,8 +51,8 @@ def register(sub) -> None:
     p.add_argument("--data", default="", help="test images (default: the shipped CIFAR-10 test pack)")
     p.add_argument("--limit", type=int, default=0, help="replay only the first N images (0 = all 10,000)")
     p.add_argument("--backend", choices=["triton", "onnxruntime", "torch"], default="triton", help="cloud backend")
-    p.add_argument("--mode", choices=["normal", "ws", "local", "auto"], default="normal", help="edge mode")
-    p.add_argument("--payload", choices=["fp32", "fp16", "int8", "raw"], default="fp32")
+    p.add_argument("--mode", choices=MODES, default=Mode.NORMAL.value, help="edge mode")
+    p.add_argument("--payload", choices=PAYLOADS, default=Payload.FP32.value)
     p.add_argument("--concurrency", type=int, default=2, help="load generator streams (closed loop)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default="", help="results folder (default: results/demo-<time>)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -41,8 +42,8 @@ def run(args) -> int:
     suffix = "-quick" if args.quick else ""
     ctx = Context(
         name=args.experiment,
-        out=args.out or f"results/reproduce/{args.experiment}{suffix}",
-        work=args.work or f"results/reproduce-work/{args.experiment}{suffix}",
+        out=Path(args.out or f"results/reproduce/{args.experiment}{suffix}"),
+        work=Path(args.work or f"results/reproduce-work/{args.experiment}{suffix}"),
         quick=args.quick, train_data=args.data, test_data=args.test_data, threads=args.threads,
         train_only=args.train_only, test_limit=args.test_limit or (500 if args.quick else None),
         energy_table=args.energy_table,

@@ -7,7 +7,8 @@ import dataclasses
 import shlex
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ddnn.testbed.runner import RunConfig
@@ -36,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ddnn.testbed.runner import QUICK, RunConfig
     from ddnn.testbed.shaper import SHAPERS
 
-    d = RunConfig(out=None)
+    d = RunConfig(out=Path())  # only its defaults are read
     p.add_argument("--quick", action="store_true",
                    help=f"short CI run: {', '.join(f'{k}={v}' for k, v in QUICK.items())} (explicit flags win)")
     p.add_argument("--out", default="", help="output folder (default: results/testbed-<time>)")
@@ -72,7 +73,7 @@ def config_from_args(args) -> RunConfig:
     from ddnn.testbed.runner import QUICK, RunConfig
 
     out = args.out or REPO_ROOT / "results" / f"testbed-{datetime.now():%Y%m%d-%H%M%S}"
-    values = dict(QUICK) if args.quick else {}
+    values: dict[str, Any] = dict(QUICK) if args.quick else {}
     for f in dataclasses.fields(RunConfig):
         v = getattr(args, f.name, None)
         if v is not None and f.name not in ("out", "edge_args", "cloud_args", "command", "table", "timeline"):

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ddnn.export.bundle import Mode
+
 
 @dataclass(frozen=True)
 class LinkState:
@@ -44,35 +46,36 @@ class ModeThresholds:
 
 
 class ModeSelector:
-    """Chooses normal / ws / local from successive :class:`LinkState` observations."""
+    """Chooses normal / ws / local (a :class:`~ddnn.export.bundle.Mode`) from successive :class:`LinkState`
+    observations."""
 
-    def __init__(self, thresholds: ModeThresholds | None = None, initial: str = "normal",
+    def __init__(self, thresholds: ModeThresholds | None = None, initial: str = Mode.NORMAL,
                  clock: Callable[[], float] = time.monotonic):
         self.t = thresholds or ModeThresholds()
         self.clock = clock
-        self.mode = initial
-        self._candidate = initial
+        self.mode = Mode(initial)
+        self._candidate = self.mode
         self._since = clock()
         self.switches = 0
 
-    def candidate(self, s: LinkState) -> str:
+    def candidate(self, s: LinkState) -> Mode:
         """The mode the link calls for now, before the dwell time (value hysteresis applied)."""
         t = self.t
         if not s.connected:
-            return "local"
-        local_limit = t.local_leave_error_rate if self.mode == "local" else t.local_enter_error_rate
+            return Mode.LOCAL
+        local_limit = t.local_leave_error_rate if self.mode == Mode.LOCAL else t.local_enter_error_rate
         if s.error_rate >= local_limit:
-            return "local"
-        in_ws = self.mode == "ws"
+            return Mode.LOCAL
+        in_ws = self.mode == Mode.WS
         rtt_ok = s.rtt_s > 0 and s.rtt_s <= (t.ws_leave_rtt_s if in_ws else t.ws_enter_rtt_s)
         # Throughput is only known once offloads happened; an unknown value does not block ws.
         tput_limit = t.ws_leave_throughput_bps if in_ws else t.ws_enter_throughput_bps
         tput_ok = s.throughput_bps == 0 or s.throughput_bps >= tput_limit
         if rtt_ok and tput_ok and s.inflight_batches <= t.max_inflight_batches:
-            return "ws"
-        return "normal"
+            return Mode.WS
+        return Mode.NORMAL
 
-    def update(self, s: LinkState) -> str:
+    def update(self, s: LinkState) -> Mode:
         """Feed one observation; return the mode in effect after it."""
         now = self.clock()
         want = self.candidate(s)

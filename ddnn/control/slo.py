@@ -25,10 +25,13 @@ only trades accuracy for the target, and gives it back when there is headroom.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ddnn.codec import Payload
+from ddnn.export.bundle import Mode
 from ddnn.policies import ExitCriterion, softmax
 
 KINDS = ("p95_latency", "cloud_rate", "bandwidth")
@@ -76,8 +79,8 @@ def knob_for_offload(crit: ExitCriterion, probs: np.ndarray, f: float) -> float:
 @dataclass
 class Decision:
     knob: float | None
-    payload: str | None
-    depth: str | None  # "ws" | "normal" | None (leave as is)
+    payload: Payload | None  # None: leave as is
+    depth: Mode | None  # ws or normal; None: leave as is
     offload_target: float
     measured: float
 
@@ -87,7 +90,7 @@ class SloController:
     """See the module docstring. ``step`` is pure: measurements in, a decision out."""
 
     target: SloTarget
-    payloads: tuple[str, ...] = ("fp32", "raw", "int8", "fp16")
+    payloads: tuple[Payload, ...] = (Payload.FP32, Payload.RAW, Payload.INT8, Payload.FP16)
     gain: float = 0.3  # per-step integral gain; the 5 s window lags a 1 s step, so keep it gentle
     f_min: float = 0.0
     min_samples: int = 64
@@ -100,7 +103,7 @@ class SloController:
                 "bandwidth": m["bytes_rate"]}[self.target.kind]
 
     def step(self, m: dict, crit: ExitCriterion, base: ExitCriterion, probs: np.ndarray,
-             payload: str, payload_bytes: dict[str, float], depth: str) -> Decision:
+             payload: str, payload_bytes: Mapping[str, float], depth: str) -> Decision:
         """One control interval.
 
         Args:
@@ -108,7 +111,7 @@ class SloController:
             crit: the active exit's criterion now; ``base`` the base policy's.
             probs: recent softmax outputs at the active exit (the reservoir).
             payload: payload in use; ``payload_bytes`` bytes per offloaded sample of each payload.
-            depth: "normal" or "ws", the route in use.
+            depth: :class:`Mode` normal or ws, the route in use.
         """
         f_base = offload_fraction(base, probs)
         if self.f_cmd is None:
@@ -117,22 +120,23 @@ class SloController:
         if m["count"] < self.min_samples:
             return Decision(None, None, None, self.f_cmd, measured)
         arrival = max(m["answer_rate"], 1e-9)
-        new_payload, new_depth = None, None
+        new_payload: Payload | None = None
+        new_depth: Mode | None = None
         if self.target.kind == "p95_latency":
             edge_tail = m["p95_edge_path_s"] > 0.9 * self.target.value
             if measured > self.target.value and not edge_tail:
                 self.f_cmd *= 0.7  # the cloud path is the tail: offload less
             elif measured < 0.85 * self.target.value or edge_tail:
                 self.f_cmd = self.f_cmd * 1.15 + 0.01  # headroom, or offloading is not the problem
-            want_depth = "ws" if edge_tail else "normal"
+            want_depth = Mode.WS if edge_tail else Mode.NORMAL
             new_depth = want_depth if want_depth != depth else None
         else:
             per_sample = 1.0 if self.target.kind == "cloud_rate" else payload_bytes[payload]
             if self.target.kind == "bandwidth":
                 # Smallest payload when the budget binds with fp32; back to fp32 when it fits with room.
-                fp32_fits = arrival * f_base * payload_bytes["fp32"] <= 0.8 * self.target.value
+                fp32_fits = arrival * f_base * payload_bytes[Payload.FP32] <= 0.8 * self.target.value
                 best = min(self.payloads, key=lambda p: payload_bytes[p])
-                choice = "fp32" if fp32_fits else best
+                choice = Payload.FP32 if fp32_fits else best
                 if choice != payload:
                     new_payload, per_sample = choice, payload_bytes[choice]
             feed_forward = self.target.value / (arrival * per_sample)

@@ -4,7 +4,7 @@ The torch transforms (``to_tensor``, ``random_crop_flip``) load torch on first u
 serving processes can read datasets without it.
 """
 
-from ddnn.data.arrays import ImageArrays
+from ddnn.data.arrays import IMAGE_BYTES, IMAGE_SHAPE, IMAGE_SHAPE_CHW, ImageArrays
 from ddnn.data.download import ARCHIVES, download_cifar
 from ddnn.data.errors import DatasetError
 from ddnn.data.layouts import detect_layout
@@ -13,6 +13,9 @@ from ddnn.data.pack import read_pack, write_pack
 
 __all__ = [
     "ARCHIVES",
+    "IMAGE_BYTES",
+    "IMAGE_SHAPE",
+    "IMAGE_SHAPE_CHW",
     "DatasetError",
     "ImageArrays",
     "detect_layout",

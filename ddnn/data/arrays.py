@@ -6,13 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# One input image, as every layer sees it: uint8 pixels, height x width x channels (CIFAR's 32x32 RGB).
+IMAGE_SHAPE: tuple[int, int, int] = (32, 32, 3)
+# The same image as the networks take it (channels first), and its size in bytes on the wire.
+IMAGE_SHAPE_CHW: tuple[int, int, int] = (IMAGE_SHAPE[2], IMAGE_SHAPE[0], IMAGE_SHAPE[1])
+IMAGE_BYTES = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+
 
 @dataclass(frozen=True)
 class ImageArrays:
     """Decoded images with labels.
 
     Attributes:
-        images: uint8 array, shape (N, 32, 32, 3), RGB, height-width-channel.
+        images: uint8 array, shape (N, *IMAGE_SHAPE) = (N, 32, 32, 3), RGB, height-width-channel.
         labels: int64 array, shape (N,).
         classes: class names, index = label.
         name: dataset name, e.g. ``cifar10``.

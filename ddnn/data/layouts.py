@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ddnn.data.arrays import ImageArrays
+from ddnn.data.arrays import IMAGE_BYTES, IMAGE_SHAPE, IMAGE_SHAPE_CHW, ImageArrays
 from ddnn.data.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -60,10 +60,10 @@ def _unpickle(path: Path) -> dict:
 
 def _rows_to_images(path: Path, data) -> np.ndarray:
     data = np.asarray(data, dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3072:
-        raise DatasetError(path, f"'data' has shape {data.shape}, expected (N, 3072)")
+    if data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
+        raise DatasetError(path, f"'data' has shape {data.shape}, expected (N, {IMAGE_BYTES})")
     # Pickled rows are channel-planar (R plane, G plane, B plane) of 32x32.
-    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(data.reshape(-1, *IMAGE_SHAPE_CHW).transpose(0, 2, 3, 1))
 
 
 def read_cifar10_pickle(folder: Path, split: str) -> ImageArrays:
@@ -113,7 +113,7 @@ def list_imagefolder(root: Path, split: str) -> tuple[tuple[str, ...], list[Path
 
 
 def decode_images(blobs: Iterable[bytes], names: list[str] | None = None) -> np.ndarray:
-    """Decode encoded images (JPEG/PNG bytes) to a uint8 (N,32,32,3) array, in parallel."""
+    """Decode encoded images (JPEG/PNG bytes) to a uint8 (N, *IMAGE_SHAPE) array, in parallel."""
     blobs = list(blobs)
 
     def decode(i: int) -> np.ndarray:
@@ -123,12 +123,12 @@ def decode_images(blobs: Iterable[bytes], names: list[str] | None = None) -> np.
         except Exception as exc:  # PIL raises many types for corrupt input
             where = names[i] if names else f"image #{i}"
             raise DatasetError(where, f"cannot decode image ({exc})") from None
-        if arr.shape != (32, 32, 3):
+        if arr.shape != IMAGE_SHAPE:
             where = names[i] if names else f"image #{i}"
             raise DatasetError(where, f"image is {arr.shape[1]}x{arr.shape[0]}, expected 32x32 RGB")
         return arr
 
-    out = np.empty((len(blobs), 32, 32, 3), dtype=np.uint8)
+    out = np.empty((len(blobs), *IMAGE_SHAPE), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=4) as pool:
         for i, arr in enumerate(pool.map(decode, range(len(blobs)), chunksize=256)):
             out[i] = arr

@@ -15,8 +15,8 @@ def compiled(path, spec: EngineSpec):
         import openvino as ov
     except ImportError:
         raise RuntimeError("the openvino engine needs the optional extra: pip install 'ddnn[openvino]'") from None
-    config = {"INFERENCE_PRECISION_HINT": "bf16" if spec.precision == "bf16" else "f32",
-              "PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": "bf16" if spec.precision == "bf16" else "f32",
+                                    "PERFORMANCE_HINT": "LATENCY"}
     if spec.threads:
         config["INFERENCE_NUM_THREADS"] = spec.threads
     return ov.Core().compile_model(str(path), "CPU", config)

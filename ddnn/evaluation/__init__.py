@@ -4,11 +4,9 @@ from ddnn.evaluation.costs import SplitCosts, aux_principal_costs, expected_cost
 from ddnn.evaluation.evaluate import describe_policy, evaluate, evaluate_logits
 from ddnn.evaluation.logits import compute_logits, data_fingerprint, exit_logits, logits_cache_path
 from ddnn.evaluation.report import EvalReport, accuracy_metrics, build_report
-from ddnn.evaluation.routing import CLOUD, DROPPED, Outcomes, active_exits, route_samples
+from ddnn.evaluation.routing import Outcomes, active_exits, route_samples
 
 __all__ = [
-    "CLOUD",
-    "DROPPED",
     "EvalReport",
     "Outcomes",
     "SplitCosts",

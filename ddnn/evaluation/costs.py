@@ -6,14 +6,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ddnn.codec import Payload
+from ddnn.data import IMAGE_BYTES, IMAGE_SHAPE
 from ddnn.energy import EnergyTable, SplitOps, expected_energy, split_ops
 from ddnn.models import MultiExitNet, aux_principal, cloud_part, count_macs, split_at
+from ddnn.outcome import Outcome
 
-RAW_INPUT_BYTES = 32 * 32 * 3  # one uint8 CIFAR image
-BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
+# Bytes of one feature value per feature payload (int8's per-sample scale and zero point not counted).
+BYTES_PER_VALUE = {Payload.FP32: 4, Payload.FP16: 2, Payload.INT8: 1}
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ def split_costs(model: MultiExitNet, exits: Sequence[str]) -> SplitCosts:
     full = cloud_part(model, 0)
     full_macs = count_macs(full, (1, *model.shapes[0]))
     if not exits:
-        return SplitCosts((), full_macs, full_macs, (32, 32, 3), "input", split_ops(model, []))
+        return SplitCosts((), full_macs, full_macs, IMAGE_SHAPE, "input", split_ops(model, []))
     split = split_at(model, exits[-1], list(exits))
     segments, start = [], 0
     for seg in split.edge.segments:
@@ -68,7 +72,7 @@ def aux_principal_costs(aux: MultiExitNet, principal: MultiExitNet, aux_exits: S
         segments.append((seg.name, macs + count_macs(seg.head, (1, *aux.shapes[pos]))))
         start = pos
     full = count_macs(split.cloud, (1, *principal.shapes[0]))
-    return SplitCosts(tuple(segments), full, full, (32, 32, 3), "input", split_ops(split))
+    return SplitCosts(tuple(segments), full, full, IMAGE_SHAPE, "input", split_ops(split))
 
 
 def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
@@ -84,14 +88,15 @@ def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
     edge_macs = 0.0
     for k, (_, macs) in enumerate(costs.segment_macs):
         # A sample runs segment k unless it already exited at an earlier edge exit.
-        reached = np.sum((exit_index >= k) | (exit_index < 0)) / n
+        reached = float(np.sum((exit_index >= k) | (exit_index < 0))) / n
         edge_macs += reached * macs
     cloud_macs = cloud_rate * costs.cloud_macs
+    per_offload: dict[str, int]
     if costs.offload == "features":
-        payload, per_offload = "features", {k: costs.feature_values * b for k, b in BYTES_PER_VALUE.items()}
+        payload, per_offload = "features", {k.value: costs.feature_values * b for k, b in BYTES_PER_VALUE.items()}
     else:
-        payload, per_offload = "raw_input", {"uint8": RAW_INPUT_BYTES}
-    out = {
+        payload, per_offload = "raw_input", {"uint8": IMAGE_BYTES}
+    out: dict[str, Any] = {
         "macs": {
             "full_model": costs.full_macs,
             "edge_segments": dict(costs.segment_macs),
@@ -107,9 +112,9 @@ def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
             "feature_shape": list(costs.feature_shape),
             "per_offload": per_offload,
             "expected_per_sample": {k: cloud_rate * v for k, v in per_offload.items()},
-            "raw_input": RAW_INPUT_BYTES,
-            "raw_offload_expected_per_sample": cloud_rate * RAW_INPUT_BYTES,
-            "cloud_only_per_sample": RAW_INPUT_BYTES,
+            "raw_input": IMAGE_BYTES,
+            "raw_offload_expected_per_sample": cloud_rate * IMAGE_BYTES,
+            "cloud_only_per_sample": IMAGE_BYTES,
         },
     }
     if costs.ops is not None:
@@ -120,12 +125,15 @@ def expected_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
 def expected_energy_costs(costs: SplitCosts, exit_index: np.ndarray) -> dict:
     """Edge, expected cloud and total energy per inference (µJ) at the exit rates of
     ``exit_index``, compute only and with memory accesses, against cloud-only inference."""
+    ops = costs.ops
+    if ops is None:
+        raise ValueError("these split costs carry no operation counts (SplitCosts.ops) to estimate energy from")
     table = costs.energy_table or _default_table()
     n = max(1, len(exit_index))
-    rates = {name: float(np.sum(exit_index == k)) / n for k, (name, _) in enumerate(costs.ops.segments)}
-    rates["dropped"] = float(np.sum(exit_index < 0)) / n
-    return {"table": table.name or "energy table", "compute": expected_energy(costs.ops, rates, table).to_dict(),
-            "with_memory": expected_energy(costs.ops, rates, table, memory=True).to_dict()}
+    rates = {name: float(np.sum(exit_index == k)) / n for k, (name, _) in enumerate(ops.segments)}
+    rates[Outcome.DROPPED.label] = float(np.sum(exit_index < 0)) / n
+    return {"table": table.name or "energy table", "compute": expected_energy(ops, rates, table).to_dict(),
+            "with_memory": expected_energy(ops, rates, table, memory=True).to_dict()}
 
 
 @functools.cache

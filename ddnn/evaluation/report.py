@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ddnn.evaluation.costs import SplitCosts, expected_costs
-from ddnn.evaluation.routing import CLOUD, DROPPED, Outcomes
+from ddnn.evaluation.routing import Outcomes
+from ddnn.outcome import Outcome
 
 
 def _mean(mask: np.ndarray) -> float | None:
@@ -46,7 +47,7 @@ def accuracy_metrics(outcomes: Outcomes, labels: np.ndarray, logits: dict[str, n
     cloud = idx == n_edge
     dropped = idx < 0
     exit_rate = {name: float(np.mean(idx == k)) if n else 0.0 for k, name in enumerate(outcomes.route)}
-    exit_rate[DROPPED] = float(dropped.mean()) if n else 0.0
+    exit_rate[Outcome.DROPPED.label] = float(dropped.mean()) if n else 0.0
     acc_allocate = {name: _mean(correct[idx == k]) for k, name in enumerate(outcomes.route)}
     separate = {name: float((v.argmax(axis=1) == labels).mean()) if n else None for name, v in logits.items()}
     metrics = {
@@ -124,14 +125,15 @@ class EvalReport:
         lines.append(f"edge exits: {', '.join(self.outcomes.edge_exits) or 'none (cloud only)'}")
         lines += ["", f"{'exit':<16}{'acc_separate':>14}{'exit rate':>12}{'acc_allocate':>14}"]
         route = dict(zip(self.outcomes.edge_exits, self.outcomes.edge_exits, strict=True))
-        route["final"] = CLOUD
+        route["final"] = Outcome.CLOUD.label
         for name, acc in m["acc_separate"].items():
             point = route.get(name)
             rate = _pct(m["exit_rate"][point]) if point else "-"
             alloc = _pct(m["acc_allocate"][point]) if point else "-"
             label = f"{name} (cloud)" if name == "final" else name
             lines.append(f"{label:<16}{_pct(acc):>14}{rate:>12}{alloc:>14}")
-        lines.append(f"{DROPPED:<16}{'':>14}{_pct(m['exit_rate'][DROPPED]):>12}")
+        dropped = Outcome.DROPPED.label
+        lines.append(f"{dropped:<16}{'':>14}{_pct(m['exit_rate'][dropped]):>12}")
         lines += [
             "",
             f"  edge exit rate (n in Eq. 8)              {_pct(m['edge_exit_rate'])}",

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddnn.errors import PolicyError
+from ddnn.outcome import Outcome
 from ddnn.policies import Decision, EdgePolicy, softmax
 
-CLOUD = "cloud"
-DROPPED = "dropped"
-DROPPED_INDEX = -1
+DROPPED_INDEX = -1  # exit_index of a dropped sample
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class Outcomes:
     """Per-sample results of a cascade, each array of shape (N,).
 
     Attributes:
-        route: the answering points in order: the active edge exits, then ``"cloud"``.
+        route: the answering points in order: the active edge exits, then ``"cloud"`` (``Outcome.CLOUD.label``).
         exit_index: index into ``route`` of the point that answered; -1 = dropped.
         prediction: predicted class; -1 for dropped samples (no answer).
         confidence: the exit criterion's confidence at the edge exit that answered (or, for a
@@ -40,8 +39,8 @@ class Outcomes:
 
     @property
     def exit_taken(self) -> np.ndarray:
-        """Name of the answering point per sample: an edge exit, ``"cloud"`` or ``"dropped"``."""
-        names = np.array([*self.route, DROPPED])
+        """Name of the answering point per sample: an edge exit, ``"cloud"`` or ``"dropped"`` (outcome labels)."""
+        names = np.array([*self.route, Outcome.DROPPED.label])
         return names[self.exit_index]  # index -1 picks "dropped"
 
     @property
@@ -76,11 +75,14 @@ def route_samples(policy: EdgePolicy | None, logits: dict[str, np.ndarray], exit
     final = logits["final"]
     n = final.shape[0]
     exits = tuple(exits)
+    if exits and policy is None:
+        raise PolicyError(f"edge exits {list(exits)} need a policy")
     exit_index = np.full(n, len(exits), dtype=np.int16)
     prediction = np.full(n, -1, dtype=np.int64)
     confidence = np.zeros(n, dtype=np.float64)
     pending = np.arange(n)
     for k, name in enumerate(exits):
+        assert policy is not None  # (checked above)
         batch = policy.decide(name, logits[name][pending], last=k == len(exits) - 1)
         done = batch.decision != Decision.CONTINUE
         rows = pending[done]
@@ -92,4 +94,4 @@ def route_samples(policy: EdgePolicy | None, logits: dict[str, np.ndarray], exit
     probs = softmax(final[pending])
     prediction[pending] = probs.argmax(axis=1)
     confidence[pending] = probs.max(axis=1)
-    return Outcomes((*exits, CLOUD), exit_index, prediction, confidence)
+    return Outcomes((*exits, Outcome.CLOUD.label), exit_index, prediction, confidence)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "Lo et al. AO vs CDL vs BranchyNet at equal overall accuracy (Table II, Fig. 11)"
 # Table II, CIFAR-10 ResNet rows: separate auxiliary accuracy -> method -> (% at edge, gain, aux alloc, prin alloc)
-PAPER_TABLE2 = {
+PAPER_TABLE2: dict[float, dict[str, Any]] = {
     0.7608: {"CDL": (0.5130, 0.1710, 0.93, 0.80), "BranchyNet": (0.4812, 0.2484, 0.93, 0.81),
              "AO": (0.6007, None, 0.90, 0.81), "overall": 0.8683},
     0.7825: {"CDL": (0.5744, 0.1168, 0.94, 0.78), "BranchyNet": (0.5253, 0.2211, 0.95, 0.78),

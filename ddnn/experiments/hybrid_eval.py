@@ -78,6 +78,14 @@ def find(results: dict, bits, split, variant) -> dict | None:
                 None)
 
 
+def find_reference(results: dict) -> dict:
+    """The full-precision cloud-only run every hybrid experiment has (KeyError if the results lack it)."""
+    row = find(results, None, None, "fp")
+    if row is None:
+        raise KeyError("the hybrid results have no full-precision reference run (variant 'fp')")
+    return row
+
+
 def best_per_bits(results: dict, setup: HybridSetup, tolerance: float = 0.02) -> list[dict]:
     """Per bit-width: the largest energy reduction, overall and within ``tolerance`` of the FP accuracy."""
     out = []

@@ -110,7 +110,7 @@ def _trends(edge: dict[str, dict[int, float]], cloud: dict[str, dict[int, float]
 
 def table3_trends(results: dict, setup: HybridSetup) -> str:
     """How edge and cloud energy move with bits and split, ours (paper's Table III in brackets)."""
-    ours = {"edge": {}, "cloud": {}}
+    ours: dict[str, dict[str, dict[int, float]]] = {"edge": {}, "cloud": {}}
     for label in setup.splits:
         rows = {b: find(results, b, label, "joint") for b in BITS}
         ours["edge"][label] = {b: r["edge_uj"] for b, r in rows.items() if r}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # Long et al.'s numbers (CIFAR-10 unless noted). Energies are in the paper's "mJ"; from Table I and
 # ResNet-32's MAC counts they are totals over the 10,000 test images (a full-precision 3x3 layer
 # of ResNet-32 costs 2.36M MACs x 4.6 pJ = 10.9 uJ per image, about 109 "mJ" per 10k images).
@@ -15,7 +17,7 @@ PAPER_TABLE3 = {  # split -> bits -> (edge, cloud) in "mJ"
     "20E+10C": {1: (236, 991), 2: (299, 805), 4: (424, 726)},
     "24E+6C": {1: (203, 645), 2: (278, 478), 4: (429, 406)},
 }
-PAPER_TABLE4 = {1: {"exits": (0.593,), "acc": 0.8861, "mj": 729},
+PAPER_TABLE4: dict[int, dict[str, Any]] = {1: {"exits": (0.593,), "acc": 0.8861, "mj": 729},
                 2: {"exits": (0.386, 0.197), "acc": 0.8598, "mj": 724}}
 PAPER_HEADLINE = ("CIFAR-10: binary 20E+10C with one early exit keeps 65% of inferences at the edge for a 5.5x energy "
                   "reduction against the full-precision network run in the cloud, with minimal accuracy loss, and is "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ddnn.experiments.common import Context, savefig
-from ddnn.experiments.hybrid_eval import find
+from ddnn.experiments.hybrid_eval import find, find_reference
 from ddnn.experiments.hybrid_plan import BITS, HybridSetup
 
 
@@ -27,7 +27,7 @@ def plots(ctx: Context, results: dict, setup: HybridSetup) -> list[str]:
         for r in rs:
             ax.annotate(r["split"], (r["total_uj"], 100 * r["overall_acc"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
-    fp = find(results, None, None, "fp")
+    fp = find_reference(results)
     ax.plot(fp["noexit_uj"], 100 * fp["final_acc"], "k*", ms=14, label="full precision, cloud only")
     fpx = find(results, None, setup.two_exit_split, "fp")
     if fpx:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ddnn.experiments.common import pct, table
-from ddnn.experiments.hybrid_eval import best_per_bits, find
+from ddnn.experiments.hybrid_eval import best_per_bits, find, find_reference
 from ddnn.experiments.hybrid_paper import PAPER_TABLE2, PAPER_TABLE2_C100, PAPER_TABLE3, PAPER_TABLE4
 from ddnn.experiments.hybrid_plan import BITS, PAPER_EQUIVALENT, HybridSetup
 
@@ -18,7 +18,7 @@ def uj(v) -> str:
 
 def grid_table(results: dict, setup: HybridSetup) -> str:
     """Fig. 4 data: every configuration with early exit (joint) and the same network run without it."""
-    fp = find(results, None, None, "fp")
+    fp = find_reference(results)
     rows = [["FP cloud-only (reference)", "ResNet-32 FP", "—", "—", pct(fp["final_acc"], 2), uj(fp["noexit_uj"]),
              "1.00×", uj(fp["noexit_uj_mem"]), "1.00×", "—", "—", "—"]]
     fpx = find(results, None, setup.two_exit_split, "fp")
@@ -78,7 +78,7 @@ def table3_table(results: dict, setup: HybridSetup) -> str:
         cells = [f"{label} ({analog})"]
         for bits in BITS:
             r = find(results, bits, label, "joint")
-            paper = PAPER_TABLE3.get(analog, {}).get(bits)
+            paper = PAPER_TABLE3.get(analog or "", {}).get(bits)
             cells.append("—" if r is None else f"{10 * r['edge_uj']:.0f} / {10 * r['cloud_uj']:.0f}")
             cells.append("" if paper is None else f"{paper[0]} / {paper[1]}")
         rows.append(cells)

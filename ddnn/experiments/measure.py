@@ -60,7 +60,8 @@ def paired_latency(cascades: Sequence[tuple[MultiExitNet, str, ExitCriterion]], 
     for model, exit, crit in cascades:
         model.eval()
         splits.append((split_at(model, exit, [exit]), exit, crit))
-    stats = [([], [], [], []) for _ in splits]  # edge s, cloud s, exited, offloaded per batch
+    Stats = tuple[list[float], list[float], list[int], list[int]]
+    stats: list[Stats] = [([], [], [], []) for _ in splits]  # edge s, cloud s, exited, offloaded per batch
     walls = [0.0] * len(splits)
     for i in range(0, len(images), batch_size):
         x = to_tensor(images[i : i + batch_size])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ PAPER_SEM = {  # position -> metric -> value
 }
 PAPER_MEM = {2: {"overall_acc": 0.8431}, 3: {"overall_ms": 4.82}, 5: {"overall_ms": 4.886}, 8: {"overall_acc": 0.8610}}
 # Fig. 10 (end of training): edge accuracy per exit, and the MEM's cloud accuracy.
-PAPER_TRAIN_END = {"SEM": {2: 0.7265, 3: 0.7776, 6: 0.8892, 7: 0.9098}, "MEM": {2: 0.6459, 4: 0.7606},
+PAPER_TRAIN_END: dict[str, Any] = {"SEM": {2: 0.7265, 3: 0.7776, 6: 0.8892, 7: 0.9098}, "MEM": {2: 0.6459, 4: 0.7606},
                    "SEM_cloud": {7: 0.9210}, "MEM_cloud": 0.8858}
 
 

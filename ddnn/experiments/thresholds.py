@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ddnn.checkpoint import Checkpoint, load_checkpoint
-from ddnn.codec import decode, encode, payload_bytes
+from ddnn.codec import Payload, decode, encode, payload_bytes
 from ddnn.data import to_tensor
 from ddnn.evaluation import exit_logits
 from ddnn.experiments.common import Context, pct, savefig, table, write_report
@@ -57,7 +57,7 @@ def time_parts(model, exit: str, images: np.ndarray) -> dict:
         logits, feats = split.edge(x)
         crit.accept(torch.softmax(logits[exit], 1).numpy())
         t1 = time.perf_counter()
-        wire = encode(feats.numpy(), "fp32")
+        wire = encode(feats.numpy(), Payload.FP32)
         back = torch.from_numpy(decode(wire, tuple(split.edge.feature_shape)))
         t2 = time.perf_counter()
         split.cloud(back)
@@ -65,7 +65,7 @@ def time_parts(model, exit: str, images: np.ndarray) -> dict:
         t_dev.append(t1 - t0)
         t_codec.append(t2 - t1)
         t_srv.append(t3 - t2)
-    nbytes = payload_bytes(split.edge.feature_shape, "fp32")
+    nbytes = payload_bytes(split.edge.feature_shape, Payload.FP32)
     # Medians: the machine is shared, and a median ignores the images another process interrupted.
     return {"t_device": float(np.median(t_dev)), "t_server": float(np.median(t_srv)),
             "t_codec": float(np.median(t_codec)), "payload_bytes": nbytes,
@@ -148,7 +148,8 @@ def run(ctx: Context) -> Path:
         "normalized-entropy thresholds 0.4 and 0.8 on all 10,000 CIFAR-10 test images. It varies only the "
         "threshold and reports Local / Server / Overall / Ideal accuracy, the time decomposition and the exit rates.",
     ]
-    details, first = [], None
+    details: list[str] = []
+    first: list[dict] = []
     for i, dev in enumerate(devices(ctx)):
         rows, times = evaluate_device(ctx, dev, test)
         first = first or rows

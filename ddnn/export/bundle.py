@@ -9,8 +9,8 @@ Reading a bundle needs neither torch nor onnx (the serving processes read it); w
       edge-<split>.int8.onnx    # the same, int8 QDQ (static PTQ on training-split images), if made
       cloud-<split>.onnx        # features at <split> (or uint8 pixels for split "input") -> final logits
 
-One edge graph per split point (each early exit): a mode (``normal``, ``ws``) names the split it runs
-(``manifest.modes``), and a cascade of exits ending at a split runs on that split's graph.
+One edge graph per split point (each early exit): a mode (:class:`Mode` ``normal``, ``ws``) names the
+split it runs (``manifest.modes``), and a cascade of exits ending at a split runs on that split's graph.
 """
 
 from __future__ import annotations
@@ -37,6 +37,26 @@ class Precision(str, Enum):
 
     FP32 = "fp32"
     INT8 = "int8"
+
+
+class Mode(str, Enum):
+    """The edge's operating mode (``--mode``; Lo et al.'s dynamic network sizing).
+
+    ``normal`` and ``ws`` each run one split of the bundle (``manifest.modes``); ``local`` runs
+    normal's exits and offloads nothing; ``auto`` lets the channel monitor pick among the three.
+    """
+
+    NORMAL = "normal"  # the deepest edge exit; fewer samples offloaded
+    WS = "ws"  # workload sharing: the shallowest edge exit; more samples offloaded
+    LOCAL = "local"  # nothing offloaded: would-be offloads are answered at the edge, marked degraded
+    AUTO = "auto"  # the channel monitor switches among normal, ws and local
+
+    def __str__(self) -> str:  # the flag value, in messages, metrics labels and reports
+        return self.value
+
+
+MODES = tuple(m.value for m in Mode)  # the flag values, in the enum's order
+SPLIT_MODES = (Mode.NORMAL, Mode.WS)  # the modes that name a split of their own (manifest.modes)
 
 
 class Arrangement(str, Enum):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ddnn.checkpoint import Checkpoint, load_checkpoint
+from ddnn.data import IMAGE_SHAPE
 from ddnn.data.transforms import CIFAR_MEAN, CIFAR_STD, to_tensor
 from ddnn.export.bundle import (
     FEATURES_INPUT,
@@ -30,6 +31,7 @@ from ddnn.export.bundle import (
     Bundle,
     CloudGraph,
     EdgeGraph,
+    Mode,
     Precision,
     exit_output,
 )
@@ -38,7 +40,6 @@ from ddnn.models import EdgePart, aux_principal, cloud_part, split_at
 log = logging.getLogger(__name__)
 
 OPSET = 18
-IMAGE_SHAPE = (32, 32, 3)
 
 
 class _EdgeGraph(nn.Module):
@@ -103,7 +104,7 @@ def export_cloud_graph(checkpoint: Checkpoint, split: str, position: int, out: P
 
 def default_modes(edge_splits: list[str]) -> dict[str, str]:
     """The edge service's modes: ``normal`` runs the deepest edge exit, ``ws`` the shallowest."""
-    return {"normal": edge_splits[-1], "ws": edge_splits[0]}
+    return {Mode.NORMAL: edge_splits[-1], Mode.WS: edge_splits[0]}
 
 
 def export_bundle(checkpoint: str | Path | Checkpoint, out: str | Path,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ddnn.data import IMAGE_SHAPE_CHW
+
 
 @dataclass(frozen=True)
 class LayerCost:
@@ -19,7 +21,7 @@ class LayerCost:
     bits: int  # weight/activation precision of the multiply (32 = full precision)
 
 
-def layer_costs(module: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32),
+def layer_costs(module: nn.Module, input_shape: tuple[int, ...] = (1, *IMAGE_SHAPE_CHW),
                 dtype: torch.dtype = torch.float32) -> list[LayerCost]:
     """Trace ``module`` on one input and return the MACs of every Conv2d and Linear layer."""
     costs: list[LayerCost] = []
@@ -56,6 +58,6 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def count_macs(module: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32),
+def count_macs(module: nn.Module, input_shape: tuple[int, ...] = (1, *IMAGE_SHAPE_CHW),
                dtype: torch.dtype = torch.float32) -> int:
     return sum(c.macs for c in layer_costs(module, input_shape, dtype))

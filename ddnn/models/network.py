@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ddnn.data import IMAGE_SHAPE_CHW
 from ddnn.models.compact import ConvGroup, MaxPoolHead, WhiteningStem, compact_plan
 from ddnn.models.heads import ExitHead, FinalHead
 from ddnn.models.plain import PlainBlock, plain_block_plan
@@ -86,11 +87,11 @@ def _init_weights(model: nn.Module) -> None:
 def build_model(spec: ModelSpec) -> MultiExitNet:
     """Build the network a ModelSpec describes, freshly initialized."""
     w = spec.base_width
-    shapes = [(3, 32, 32)]
+    shapes: list[tuple[int, int, int]] = [IMAGE_SHAPE_CHW]
     blocks: list[nn.Module] = []
     if spec.arch == "resnet":
         stem = resnet_stem(w)
-        spatial = 32
+        spatial = IMAGE_SHAPE_CHW[1]
         for i, (cin, cout, stride) in enumerate(resnet_block_plan(spec.depth, w), 1):
             if spec.quant and i <= spec.quant.blocks:
                 from ddnn.models.quant import QuantBasicBlock
@@ -102,15 +103,14 @@ def build_model(spec: ModelSpec) -> MultiExitNet:
             shapes.append((cout, spatial, spatial))
     elif spec.arch == "compact":
         stem = WhiteningStem()
-        spatial = 32 - stem.conv.kernel_size[0] + 1  # no padding: 31
-        shapes[0] = (3, 32, 32)
+        spatial = IMAGE_SHAPE_CHW[1] - stem.conv.kernel_size[0] + 1  # no padding: 31
         for cin, cout in compact_plan(w):
             blocks.append(ConvGroup(cin, cout))
             spatial //= 2
             shapes.append((cout, spatial, spatial))
     else:
         stem = nn.Identity()
-        spatial = 32
+        spatial = IMAGE_SHAPE_CHW[1]
         for cin, cout, down in plain_block_plan(w):
             blocks.append(PlainBlock(cin, cout, down))
             spatial //= 2 if down else 1

@@ -10,10 +10,12 @@ Two arrangements:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
+from ddnn.data import IMAGE_SHAPE
 from ddnn.data.transforms import to_tensor
 from ddnn.models.network import MultiExitNet
 
@@ -44,12 +46,17 @@ class EdgePart(nn.Module):
         self.offload = offload  # "features" or "input"
 
     @property
+    def segment_list(self) -> list[EdgeSegment]:
+        """The segments in order (iterating the ModuleList types them as plain Modules)."""
+        return cast("list[EdgeSegment]", list(self.segments))
+
+    @property
     def exit_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.segments)
+        return tuple(s.name for s in self.segment_list)
 
     def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         logits, h = {}, x
-        for seg in self.segments:
+        for seg in self.segment_list:
             h = seg.trunk(h)
             logits[seg.name] = seg.head(h)
         return logits, (x if self.offload == "input" else h)
@@ -94,7 +101,7 @@ def cloud_part(model: MultiExitNet, position: int) -> CloudPart:
     if not 0 <= position < n:
         raise ValueError(f"split position {position} out of range 0..{n - 1}")
     if position == 0:
-        return CloudPart(model.trunk(0, n), model.final, 0, (32, 32, 3), "uint8")
+        return CloudPart(model.trunk(0, n), model.final, 0, IMAGE_SHAPE, "uint8")
     return CloudPart(model.trunk(position, n), model.final, position, model.shapes[position], "float32")
 
 
@@ -129,7 +136,7 @@ def raw_input_split(model: MultiExitNet, edge_exits: list[str]) -> Split:
     split = split_at(model, edge_exits[-1], edge_exits)
     split.edge.offload = "input"
     split.edge.offload_position = 0
-    split.edge.feature_shape = (32, 32, 3)
+    split.edge.feature_shape = IMAGE_SHAPE
     return Split(split.edge, cloud_part(model, 0), "input")
 
 
@@ -142,5 +149,5 @@ def aux_principal(aux: MultiExitNet, principal: MultiExitNet, aux_exits: list[st
         p = aux.position(name)
         segments.append(EdgeSegment(f"aux_{name}", aux.trunk(start, p), aux.head(name)))
         start = p
-    edge = EdgePart(segments, 0, (32, 32, 3), "input")
+    edge = EdgePart(segments, 0, IMAGE_SHAPE, "input")
     return Split(edge, cloud_part(principal, 0), "input")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TypeGuard
 
 import numpy as np
 
@@ -219,6 +220,11 @@ def _curve(g: dict, points: int) -> np.ndarray:
     return np.full(points, np.inf if g["n_incorrect"] == 0 else -np.inf)
 
 
+def _is_count(n: object) -> TypeGuard[int]:
+    """A JSON sample count: a non-negative int (not a bool)."""
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
+
+
 def _checked_group(key: str, g: dict, num_classes: int, points: int) -> dict:
     """Validate one group read from JSON (or built by the fitter); PolicyError names the group."""
     where = f"ao_margin group {key!r}"
@@ -229,7 +235,7 @@ def _checked_group(key: str, g: dict, num_classes: int, points: int) -> dict:
     if not isinstance(g, dict):
         raise PolicyError(f"{where}: expected an object")
     nc, ni = g.get("n_correct"), g.get("n_incorrect")
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (nc, ni)) or nc + ni == 0:
+    if not (_is_count(nc) and _is_count(ni)) or nc + ni == 0:
         raise PolicyError(f"{where}: n_correct and n_incorrect must be non-negative integers, not both 0")
     curve = g.get("log_odds")
     if (curve is None) != (nc == 0 or ni == 0):

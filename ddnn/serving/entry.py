@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from ddnn.logs import configure_logging
-from ddnn.serving.settings import SettingsError, load_settings
+from ddnn.serving.settings import ProcessSettings, SettingsError, load_settings
 
-S = TypeVar("S")
+S = TypeVar("S", bound=ProcessSettings)
 
 
-def run_service(name: str, settings_cls: type[S], prefix: str, serve: Callable[[S], Awaitable[None]],
+def run_service(name: str, settings_cls: type[S], prefix: str, serve: Callable[[S], Coroutine[Any, Any, None]],
                 argv: list[str] | None = None, description: str = "") -> int:
     """Load settings (exit 2 naming the bad one), then run ``serve`` until it returns (exit 0) or a
     setting proves unusable at start-up, e.g. an unreadable checkpoint or a taken port (exit 1)."""

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,6 +43,10 @@ class TlsFiles:
         return bool(self.cert or self.key or self.ca)
 
 
+@overload
+def _read(path: str) -> bytes: ...
+@overload
+def _read(path: str | None) -> bytes | None: ...
 def _read(path: str | None) -> bytes | None:
     if not path:
         return None

@@ -11,9 +11,13 @@ import argparse
 import dataclasses
 import os
 import typing
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -59,10 +63,9 @@ def load_settings(cls: type[T], prefix: str, argv: list[str] | None = None, desc
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         if env in os.environ:
             default = _convert(os.environ[env], tp, f"environment variable {env}")
-        doc = (f.metadata or {}).get("help", "")
+        doc = f.metadata.get("help", "")
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=default,
-                            type=lambda raw, tp=tp, name=f.name: _convert(raw, tp, f"--{name.replace('_', '-')}"),
-                            help=f"{doc} [env {env}]".strip())
+                            type=_flag_type(tp, f"--{f.name.replace('_', '-')}"), help=f"{doc} [env {env}]".strip())
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -79,6 +82,11 @@ def load_settings(cls: type[T], prefix: str, argv: list[str] | None = None, desc
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
+
+
+def _flag_type(tp: Any, flag: str) -> Callable[[str], Any]:
+    """argparse's ``type=`` for a setting: the raw text converted to the field's type, errors naming ``flag``."""
+    return lambda raw: _convert(raw, tp, flag)
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", **kw) -> Any:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -19,7 +19,8 @@ class _Failed:
 
 
 async def answer_concurrently(requests: AsyncIterator[Req],
-                              handle: Callable[[Req, Callable[[Resp], None]], Awaitable[None]]) -> AsyncIterator[Resp]:
+                              handle: Callable[[Req, Callable[[Resp], None]], Coroutine[Any, Any, None]],
+                              ) -> AsyncIterator[Resp]:
     """Run ``handle(request, emit)`` for each request as it arrives; yield whatever is emitted.
 
     Answers leave in the order they are ready, not the order requests came in. The stream ends

@@ -36,7 +36,7 @@ def checks(rep: dict, profiles: dict[str, LinkProfile]) -> dict:
         out[f"rtt_{r['profile']}"] = {**c, "detail": f"TCP handshake median {R._num(c['median_ms'])} ms, "
                                                     f"profile adds {c['expected_floor_ms']:g} ms"}
     if tl:
-        settled = {}
+        settled: dict[str, list[str | None]] = {}
         for ph in tl["phases"]:
             settled.setdefault(ph["profile"], []).append(ph["settled_mode"])
         outage = [m for name, ms in settled.items() if not reachable(profiles[name]) for m in ms]

@@ -147,7 +147,7 @@ class ComposeSite:
         self.cleaned = True
         return [n for n in mine if n in existing_namespaces()]
 
-    def services(self) -> dict[str, ContainerService]:
+    def services(self) -> dict[str, Addressed]:
         """The edge at its ``testbed`` address, the cloud at its ``backhaul`` one (the runner probes the link there)."""
         a = self._addrs
         edge = {"grpc_port": EDGE_GRPC_PORT, "metrics_port": _port(self.edge, "DDNN_EDGE_METRICS_PORT", 9101)}
@@ -202,6 +202,6 @@ class ComposeRun(Run):
     def _restore(self) -> None:
         mode = self.site.edge.env.get("DDNN_EDGE_MODE") or "normal"
         try:
-            self.watcher.configure(mode=mode)
+            self.watch.configure(mode=mode)
         except (TestbedError, OSError) as exc:  # the run's own error, if any, is the one to report
             log.warning("could not set the edge back to mode %s: %s", mode, exc)

@@ -234,7 +234,7 @@ class PacketQueue:
 
     def read(self) -> list[int]:
         """Ids of the packets waiting on the socket now (non-blocking)."""
-        ids = []
+        ids: list[int] = []
         while True:
             try:
                 buf = self.nl.sock.recv(1 << 18)

@@ -34,7 +34,7 @@ def mode_shares(polls: list[dict]) -> dict[str, float]:
 
 
 def dominant(shares: dict[str, float]) -> str | None:
-    return max(shares, key=shares.get) if shares else None
+    return max(shares, key=shares.__getitem__) if shares else None
 
 
 def _median(xs: list[float]) -> float | None:

@@ -22,8 +22,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
-from ddnn.launch import Service, start
+from ddnn.export.bundle import MODES
+from ddnn.launch import Addressed, Service, start
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_POLICY
 from ddnn.testbed import report as R
 from ddnn.testbed.checks import checks, reachable
@@ -35,7 +37,6 @@ from ddnn.testbed.watcher import Watcher
 log = logging.getLogger(__name__)
 
 TESTBED_POLICY = SHIPPED_POLICY  # one AO criterion per depth: block4 (ws) and block7 (normal)
-MODES = ("ws", "normal", "local", "auto")
 TEST_SPLIT_IMAGES = 10000
 
 
@@ -93,6 +94,15 @@ def _validate(cfg: RunConfig, profiles: dict[str, LinkProfile]) -> list[tuple[st
     return parse_schedule(cfg.schedule, profiles)
 
 
+class LoadgenProcess(subprocess.Popen[bytes]):
+    """A load generator process, with its log file and its results folder."""
+
+    def __init__(self, cmd: list[str], logf: BinaryIO, out: Path):
+        super().__init__(cmd, cwd=REPO_ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.logf = logf
+        self.out = out
+
+
 class Run:
     """One testbed run; :meth:`execute` returns the report (also written to ``cfg.out``)."""
 
@@ -105,7 +115,21 @@ class Run:
         self.topo = Topology.plan(subnet=cfg.subnet)
         self.shaper: Shaper | None = None
         self.watcher: Watcher | None = None
-        self.services: dict[str, Service] = {}
+        self.services: dict[str, Addressed] = {}
+
+    @property
+    def watch(self) -> Watcher:
+        """The status watcher (started once the services are up)."""
+        if self.watcher is None:
+            raise TestbedError("the run has no watcher yet")
+        return self.watcher
+
+    @property
+    def link(self) -> Shaper:
+        """The shaper of the edge<->cloud link (made once the run's site is up)."""
+        if self.shaper is None:
+            raise TestbedError("the run has no shaper yet")
+        return self.shaper
 
     # -- services -------------------------------------------------------------------------------
 
@@ -128,10 +152,10 @@ class Run:
     def _apply(self, name: str, wait_connected_s: float = 60.0) -> dict:
         """Impose a profile; when the cloud should be reachable, wait until the edge has its stream back."""
         p = self.profiles[name]
-        self.shaper.apply(p)
+        self.link.apply(p)
         t = time.time()
         if (reachable(p) and wait_connected_s > 0
-                and not self.watcher.wait(lambda r: r.get("cloud_connected"), wait_connected_s)):
+                and not self.watch.wait(lambda r: r.get("cloud_connected"), wait_connected_s)):
             log.warning("edge not connected to the cloud %.0fs after switching to %s", wait_connected_s, name)
         return {"profile": name, "applied_at": t}
 
@@ -142,8 +166,11 @@ class Run:
                    "--target", target, "--count", str(n)], timeout=30 + 3 * n)
         return json.loads(proc.stdout)
 
-    def _loadgen(self, name: str, args: list[str], timeout_s: float, wait: bool = True):
-        """Run (or with ``wait=False`` start) a load generator in its namespace; results go to replays/NAME."""
+    def _loadgen(self, name: str, args: list[str], timeout_s: float) -> dict:
+        """Run a load generator in its namespace to the end; its report (results in replays/NAME)."""
+        return self._finish_loadgen(self._start_loadgen(name, args), timeout_s)
+
+    def _start_loadgen(self, name: str, args: list[str]) -> LoadgenProcess:
         out = self.out / "replays" / name
         out.mkdir(parents=True, exist_ok=True)
         c = self.cfg
@@ -151,15 +178,10 @@ class Run:
                "--edge", self.services["edge"].grpc, "--batch-size", str(c.batch_size),
                "--concurrency", str(c.concurrency), "--out", str(out), "--metrics-port", "-1", "--progress", "false",
                *args]
-        logf = open(self.logs / f"loadgen-{name}.log", "ab")  # noqa: SIM115  (closed by the caller below)
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-        proc.logf = logf
-        proc.out = out
-        if wait:
-            return self._finish_loadgen(proc, timeout_s)
-        return proc
+        logf = open(self.logs / f"loadgen-{name}.log", "ab")  # noqa: SIM115  (closed by _finish_loadgen)
+        return LoadgenProcess(cmd, logf, out)
 
-    def _finish_loadgen(self, proc: subprocess.Popen, timeout_s: float) -> dict:
+    def _finish_loadgen(self, proc: LoadgenProcess, timeout_s: float) -> dict:
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -186,7 +208,7 @@ class Run:
             log.info("profile %s: TCP RTT median %s ms (lost %d/%d)", name, rtt["median_ms"], rtt["lost"],
                      len(rtt["samples_ms"]))
             for mode in c.modes:
-                self.watcher.configure(mode=mode)
+                self.watch.configure(mode=mode)
                 t0 = time.time()
                 try:
                     rep = self._loadgen(f"{name}-{mode}", ["--limit", str(c.limit)], 120 + 0.5 * c.limit)
@@ -194,8 +216,8 @@ class Run:
                     log.error("%s/%s: %s", name, mode, exc)
                     rows.append({"profile": name, "mode": mode, "error": str(exc)})
                     continue
-                self.watcher.refresh()
-                polls = R.window(self.watcher.polls, *_active(self.watcher.polls, t0, time.time()))
+                self.watch.refresh()
+                polls = R.window(self.watch.polls, *_active(self.watch.polls, t0, time.time()))
                 row = R.replay_row(name, mode, rep, polls, rtt)
                 rows.append(row)
                 log.info("%-11s %-6s effective %-22s edge %5.1f%% cloud %5.1f%% degraded %5.1f%% acc %.2f%% "
@@ -209,7 +231,7 @@ class Run:
         """One open-loop ``auto`` run; the profile follows the schedule, counted from the first answer."""
         c, bs = self.cfg, self.cfg.batch_size
         self._apply(self.schedule[0][0])
-        self.watcher.configure(mode="auto")
+        self.watch.configure(mode="auto")
         time.sleep(c.settle_s)
         total_s = sum(s for _, s in self.schedule)
         n_batches = math.ceil(c.rate * total_s)
@@ -217,14 +239,14 @@ class Run:
         limit = min(images, (TEST_SPLIT_IMAGES // bs) * bs)
         repeat = math.ceil(images / limit)
         n_batches = repeat * limit // bs
-        self.watcher.refresh()
-        base = _answered(self.watcher.polls[-1]) if self.watcher.polls else 0
-        proc = self._loadgen("timeline-auto", ["--loop", "open", "--rate", f"{c.rate:g}", "--limit", str(limit),
-                                               "--repeat", str(repeat), "--batch-timeout-s", "60"], 0, wait=False)
+        self.watch.refresh()
+        base = _answered(self.watch.polls[-1]) if self.watch.polls else 0
+        proc = self._start_loadgen("timeline-auto", ["--loop", "open", "--rate", f"{c.rate:g}", "--limit", str(limit),
+                                                     "--repeat", str(repeat), "--batch-timeout-s", "60"])
         try:
-            if not self.watcher.wait(lambda r: _answered(r) > base, 180, alive=proc):
+            if not self.watch.wait(lambda r: _answered(r) > base, 180, alive=proc):
                 raise TestbedError(f"the timeline's load generator answered nothing (log {proc.logf.name})")
-            t_first = self.watcher.polls[-1]["t"]
+            t_first = self.watch.polls[-1]["t"]
             schedule = [{"profile": self.schedule[0][0], "seconds": self.schedule[0][1], "applied_at": t_first}]
             offset = 0.0
             for (_, secs), (name, nsecs) in itertools.pairwise(self.schedule):
@@ -241,14 +263,14 @@ class Run:
                 proc.wait(10)
             raise
         t_done = time.time()
-        self.watcher.refresh()
+        self.watch.refresh()
         samples = R.read_samples(proc.out / "samples.csv")
         lat0 = float(samples["latency_s"][0]) if len(samples["latency_s"]) else 0.0
         # the first batch left one latency (and on average half a poll) before the poll that saw its answer
         send0 = t_first - c.poll_s / 2 - (lat0 if math.isfinite(lat0) else 0.0)
         schedule[0]["applied_at"] = send0
         end = min(t_done, send0 + n_batches / c.rate)
-        polls = self.watcher.polls
+        polls = self.watch.polls
         tl = {"schedule": schedule, "rate": c.rate, "samples": rep["samples"], "batches": n_batches,
               "integrity": rep["integrity"], "report": _brief(rep),
               "phases": R.timeline_phases(samples, schedule, send0, c.rate, bs, polls, end),
@@ -273,7 +295,8 @@ class Run:
 
     def _stop_services(self) -> dict[str, int]:
         """Stop what the run started; their exit codes."""
-        return {name: self.services[name].stop() for name in ("edge", "cloud") if name in self.services}
+        # the edge first, so it drains its offloads while the cloud still answers
+        return {name: svc.stop() for name in ("edge", "cloud") if isinstance(svc := self.services.get(name), Service)}
 
     # -- the whole run ---------------------------------------------------------------------------------
 
@@ -294,22 +317,22 @@ class Run:
             rep["topology"] = self._describe()
             try:
                 self.shaper = make_shaper(c.shaper, self.topo.backhaul, self.logs)
-                rep["shaper"] = self.shaper.kind
-                if self.shaper.kind == "nfqueue":
+                rep["shaper"] = self.link.kind
+                if self.link.kind == "nfqueue":
                     rep["shaper_note"] = ("this kernel has no sch_netem: tbf for the rate, nfqueue delayer for "
                                           "delay and loss")
-                self.shaper.apply(self.profiles[c.profiles[0] if c.table else self.schedule[0][0]])
+                self.link.apply(self.profiles[c.profiles[0] if c.table else self.schedule[0][0]])
                 self._start_services()
                 self.watcher = Watcher(self.topo, self.services["edge"].grpc, self.out / "status.jsonl",
                                        c.poll_s, self.logs)
-                if not self.watcher.wait(lambda r: r.get("cloud_connected"), 60):
+                if not self.watch.wait(lambda r: r.get("cloud_connected"), 60):
                     raise TestbedError("the edge did not connect to the cloud within 60s; see logs/")
                 if c.table:
                     rep["table"] = self.table()
                 if c.timeline:
                     rep["timeline"] = self.timeline()
-                rep["qdiscs_at_end"] = self.shaper.qdiscs()
-                rep["edge_metrics"] = self.watcher.scrape(self.services["edge"].metrics)
+                rep["qdiscs_at_end"] = self.link.qdiscs()
+                rep["edge_metrics"] = self.watch.scrape(self.services["edge"].metrics)
             finally:
                 if self.watcher:
                     self._restore()
@@ -343,7 +366,7 @@ def _active(polls: list[dict], t0: float, t1: float) -> tuple[float, float]:
     return t0, t1
 
 
-def _sleep_until(t: float, proc: subprocess.Popen) -> None:
+def _sleep_until(t: float, proc: LoadgenProcess) -> None:
     while (left := t - time.time()) > 0:
         if proc.poll() is not None:
             raise TestbedError(f"load generator exited ({proc.returncode}) before the schedule ended "

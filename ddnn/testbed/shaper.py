@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ddnn.paths import REPO_ROOT
 from ddnn.testbed.profiles import LinkProfile, netem_args, tbf_args
-from ddnn.testbed.topology import Endpoint, Link, TestbedError, sh
+from ddnn.testbed.topology import Endpoint, Link, TestbedError, pipes, sh
 
 log = logging.getLogger(__name__)
 SHAPERS = ("auto", "netem", "nfqueue")
@@ -110,8 +110,9 @@ class NfqueueShaper(Shaper):
             raise
 
     def _read(self, proc: subprocess.Popen, e: Endpoint) -> dict:
-        ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
-        line = proc.stdout.readline() if ready else ""
+        stdout = pipes(proc)[1]
+        ready, _, _ = select.select([stdout], [], [], self.timeout_s)
+        line = stdout.readline() if ready else ""
         if not line:
             raise TestbedError(f"delayer on {e.ns}/{e.dev} is not answering (exit code {proc.poll()}); "
                                f"see its log in the testbed's logs folder")
@@ -124,9 +125,9 @@ class NfqueueShaper(Shaper):
                 sh(["tc", "-n", e.ns, "qdisc", "replace", "dev", e.dev, "root", "tbf", *tbf])
             else:
                 sh(["tc", "-n", e.ns, "qdisc", "del", "dev", e.dev, "root"], check=False)
-            proc.stdin.write(json.dumps({"delay_ms": p.delay_ms, "jitter_ms": p.jitter_ms,
-                                         "loss_pct": p.loss_pct}) + "\n")
-            proc.stdin.flush()
+            stdin = pipes(proc)[0]
+            stdin.write(json.dumps({"delay_ms": p.delay_ms, "jitter_ms": p.jitter_ms, "loss_pct": p.loss_pct}) + "\n")
+            stdin.flush()
             reply = self._read(proc, e)
             if not reply.get("ok"):
                 raise TestbedError(f"delayer on {e.ns}/{e.dev} refused profile {p.name}: {reply}")
@@ -136,7 +137,7 @@ class NfqueueShaper(Shaper):
         for i, proc in enumerate(self.procs):
             if proc.poll() is None:
                 try:
-                    proc.stdin.close()  # EOF: the delayer releases what it holds and removes its rule
+                    pipes(proc)[0].close()  # EOF: the delayer releases what it holds and removes its rule
                     proc.wait(10)
                 except (OSError, subprocess.TimeoutExpired):
                     proc.kill()

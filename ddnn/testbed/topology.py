@@ -24,6 +24,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ def sh(cmd: list[str], check: bool = True, timeout: float = 30.0) -> subprocess.
     if check and proc.returncode != 0:
         raise TestbedError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
+
+
+def pipes(proc: subprocess.Popen) -> tuple[IO[str], IO[str]]:
+    """A helper process's stdin and stdout (its caller opened both as text pipes)."""
+    if proc.stdin is None or proc.stdout is None:
+        raise TestbedError(f"{proc.args!r} was started without its stdin/stdout pipes")
+    return proc.stdin, proc.stdout
 
 
 def preflight() -> None:
@@ -143,7 +151,7 @@ class Testbed:
 
     def __init__(self, topology: Topology):
         self.topo = topology
-        self._saved_handlers: dict[int, object] = {}
+        self._saved_handlers: dict[int, Any] = {}  # signal -> the handler signal.signal returned
         self.cleaned = False
 
     def __enter__(self) -> Testbed:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ddnn.paths import REPO_ROOT
-from ddnn.testbed.topology import TestbedError, Topology
+from ddnn.testbed.topology import TestbedError, Topology, pipes
 
 
 class Watcher:
@@ -42,7 +42,7 @@ class Watcher:
         self.polls.extend(new)
         return new
 
-    def wait(self, pred: Callable[[dict], bool], timeout_s: float, alive: subprocess.Popen | None = None) -> bool:
+    def wait(self, pred: Callable[[dict], object], timeout_s: float, alive: subprocess.Popen | None = None) -> bool:
         """Until the latest successful poll satisfies ``pred`` (False after ``timeout_s``)."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -56,10 +56,11 @@ class Watcher:
             time.sleep(0.1)
 
     def command(self, cmd: dict) -> dict:
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout_s)
-        line = self.proc.stdout.readline() if ready else ""
+        stdin, stdout = pipes(self.proc)
+        stdin.write(json.dumps(cmd) + "\n")
+        stdin.flush()
+        ready, _, _ = select.select([stdout], [], [], self.timeout_s)
+        line = stdout.readline() if ready else ""
         if not line:
             raise TestbedError(f"the watcher agent did not answer {cmd} (exit code {self.proc.poll()})")
         reply = json.loads(line)
@@ -78,7 +79,7 @@ class Watcher:
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.close()
+                pipes(self.proc)[0].close()
                 self.proc.wait(10)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()

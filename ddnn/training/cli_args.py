@@ -59,7 +59,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         meta = dict(f.metadata)
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        # (a field without a default has a default_factory, which typeshed's Field cannot say)
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
         help_text = f"{meta.get('help', '')} (default: {default!r}, or the recipe's)"
         names = [flag(f.name)] + ([meta["short"]] if "short" in meta else [])
         kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}

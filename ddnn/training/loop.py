@@ -9,6 +9,7 @@ import random
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -221,7 +222,7 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             total_steps = steps_per_epoch * epochs
             epochs_bar.total = epochs
             log.info("time budget %.0fs: %.1fs/epoch -> %d epochs", cfg.time_budget, per_epoch, epochs)
-        record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch, "lr": lr,
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch, "lr": lr,
                   "seconds": round(time.time() - t_epoch, 2)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs:
             record["val_accuracy"] = evaluate_exits(model, x_val, y_val, amp=amp)

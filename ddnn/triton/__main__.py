@@ -49,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:
         with server:
+            process = server.process
+            assert process is not None  # start() launched it
             print(json.dumps({"grpc": server.url, "http": server.http_url, "metrics": server.metrics_url,
-                              "models": server.models, "log": str(server.log_path), "pid": server.process.pid}),
+                              "models": server.models, "log": str(server.log_path), "pid": process.pid}),
                   flush=True)
             while not stopping and server.running:
                 time.sleep(WATCH_INTERVAL_S)
             if not server.running:
-                log.error("tritonserver exited with code %s:\n%s", server.process.returncode, server.log_tail())
+                log.error("tritonserver exited with code %s:\n%s", process.returncode, server.log_tail())
                 return 1
     except KeyboardInterrupt:
         pass

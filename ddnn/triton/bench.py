@@ -18,12 +18,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ddnn.checkpoint import load_checkpoint
-from ddnn.data import read_pack, to_tensor
+from ddnn.data import IMAGE_SHAPE, read_pack, to_tensor
 from ddnn.models import cloud_part, split_at
 from ddnn.paths import SHIPPED_CHECKPOINT, SHIPPED_TEST_PACK
 from ddnn.triton.client import TritonClient
@@ -59,9 +60,9 @@ def measure(checkpoint: str | Path = SHIPPED_CHECKPOINT, splits: tuple[str, ...]
     if SHIPPED_TEST_PACK.is_file():
         images = np.ascontiguousarray(read_pack(SHIPPED_TEST_PACK).images[:: 10000 // batch][:batch])
     else:
-        images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+        images = np.random.default_rng(0).integers(0, 256, (batch, *IMAGE_SHAPE), dtype=np.uint8)
     threads = default_threads(1)  # what each Triton instance uses with the exported defaults
-    results = {"checkpoint": str(checkpoint), "batch": batch, "iters": iters, "torch_threads": threads,
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "batch": batch, "iters": iters, "torch_threads": threads,
                # Triton's stubs get PASSIVE unless it is set (see stub_environment); set it for this
                # process too, before torch is imported, for a like-for-like in-process baseline.
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (active spinning)"),
@@ -97,9 +98,10 @@ def measure(checkpoint: str | Path = SHIPPED_CHECKPOINT, splits: tuple[str, ...]
                         compute.append(t3 - t2)
                     after = _triton_stats(client, info.model)
                 inside = _per_execution_ms(before, after)
-                entry = {"model": info.model, "request_bytes": x.nbytes, "in_process_compute": _summary(compute),
-                         "triton_round_trip": _summary(rtt), "triton_round_trip_shm": _summary(rtt_shm),
-                         "triton_per_execution": inside}
+                entry: dict[str, Any] = {
+                    "model": info.model, "request_bytes": x.nbytes, "in_process_compute": _summary(compute),
+                    "triton_round_trip": _summary(rtt), "triton_round_trip_shm": _summary(rtt_shm),
+                    "triton_per_execution": inside}
                 compute_ms = entry["in_process_compute"]["median_ms"]
                 entry["link_overhead_median_ms"] = entry["triton_round_trip"]["median_ms"] - compute_ms
                 entry["link_overhead_shm_median_ms"] = entry["triton_round_trip_shm"]["median_ms"] - compute_ms

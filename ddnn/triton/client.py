@@ -176,7 +176,7 @@ class TritonClient(_Base):
         deadline = time.monotonic() + self._timeout(timeout_s)
         io = self.model_io(model, timeout_s)
         if self._pool is not None:
-            return self._infer_shm(model, io, array, deadline)
+            return self._infer_shm(self._pool, model, io, array, deadline)
         inputs = self._request(model, io, array)
         try:
             result = self._client.infer(model, inputs, client_timeout=self._timeout(deadline - time.monotonic()))
@@ -184,16 +184,16 @@ class TritonClient(_Base):
             raise map_triton_error(exc, model) from None
         return np.array(result.as_numpy(io.output))
 
-    def _infer_shm(self, model: str, io: ModelIO, array, deadline: float) -> np.ndarray:
+    def _infer_shm(self, pool: RegionPool, model: str, io: ModelIO, array, deadline: float) -> np.ndarray:
         array, datatype = self._check(model, array)
-        steps = infer_steps(self._pool, model, io, array, datatype, self.url, map_triton_error)
+        steps = infer_steps(pool, model, io, array, datatype, self.url, map_triton_error)
         return drive(steps, lambda step: self._call(step, deadline))
 
     def _call(self, step: Step, deadline: float | None = None):
         """Make one Triton call the shared-memory lifecycle asks for."""
         if isinstance(step, Unregister):
             return self._client.unregister_system_shared_memory(step.region.name, client_timeout=UNREGISTER_TIMEOUT_S)
-        timeout = self._timeout(deadline - time.monotonic())
+        timeout = self._timeout(deadline - time.monotonic() if deadline is not None else None)
         if isinstance(step, Register):
             return self._client.register_system_shared_memory(step.region.name, "/" + step.region.name,
                                                               step.region.size, client_timeout=timeout)
@@ -245,7 +245,7 @@ class AsyncTritonClient(_Base):
         deadline = time.monotonic() + self._timeout(timeout_s)
         io = await self.model_io(model, timeout_s)
         if self._pool is not None:
-            return await self._infer_shm(model, io, array, deadline)
+            return await self._infer_shm(self._pool, model, io, array, deadline)
         inputs = self._request(model, io, array)
         try:
             result = await self._client.infer(model, inputs, client_timeout=self._timeout(deadline - time.monotonic()))
@@ -253,9 +253,9 @@ class AsyncTritonClient(_Base):
             raise map_triton_error(exc, model) from None
         return np.array(result.as_numpy(io.output))
 
-    async def _infer_shm(self, model: str, io: ModelIO, array, deadline: float) -> np.ndarray:
+    async def _infer_shm(self, pool: RegionPool, model: str, io: ModelIO, array, deadline: float) -> np.ndarray:
         array, datatype = self._check(model, array)
-        steps = infer_steps(self._pool, model, io, array, datatype, self.url, map_triton_error)
+        steps = infer_steps(pool, model, io, array, datatype, self.url, map_triton_error)
         return await drive_async(steps, lambda step: self._call(step, deadline))
 
     async def _call(self, step: Step, deadline: float | None = None):
@@ -263,7 +263,7 @@ class AsyncTritonClient(_Base):
         if isinstance(step, Unregister):
             return await self._client.unregister_system_shared_memory(step.region.name,
                                                                       client_timeout=UNREGISTER_TIMEOUT_S)
-        timeout = self._timeout(deadline - time.monotonic())
+        timeout = self._timeout(deadline - time.monotonic() if deadline is not None else None)
         if isinstance(step, Register):
             return await self._client.register_system_shared_memory(step.region.name, "/" + step.region.name,
                                                                     step.region.size, client_timeout=timeout)

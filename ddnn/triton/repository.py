@@ -28,11 +28,15 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ddnn.errors import InvalidInput, NotFound
 from ddnn.export.bundle import Bundle, is_bundle, load_bundle
 from ddnn.models.spec import ModelSpec, exit_block
 from ddnn.triton.model_config import DATATYPES, LOGITS_OUTPUT, WEIGHTS_FILE, render_config, triton_graph
+
+if TYPE_CHECKING:
+    from ddnn.checkpoint import Checkpoint
 
 MANIFEST_NAME = "repository.json"
 MANIFEST_FORMAT = "ddnn.triton-repository/v1"
@@ -239,7 +243,7 @@ def _sanitize(stem: str) -> str:
     return name or "ddnn"
 
 
-def _source(source) -> tuple[Bundle, object]:
+def _source(source) -> tuple[Bundle, Checkpoint | None]:
     """(bundle, checkpoint or None) for a bundle directory, a checkpoint path or a loaded checkpoint."""
     if isinstance(source, Bundle):
         return source, None

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 # config.pbtxt data types the exported models use, as numpy dtypes.
-CONFIG_DTYPES = {"TYPE_FP32": np.dtype(np.float32), "TYPE_FP16": np.dtype(np.float16), "TYPE_UINT8": np.dtype(np.uint8)}
+CONFIG_DTYPES: dict[str, np.dtype] = {"TYPE_FP32": np.dtype(np.float32), "TYPE_FP16": np.dtype(np.float16),
+                                      "TYPE_UINT8": np.dtype(np.uint8)}
 
 
 def batch_problem(array: np.ndarray, dtype: np.dtype, item_shape: tuple[int, ...], max_batch: int,

@@ -159,7 +159,7 @@ class TritonServer:
         self._work_dir: str | None = None
         self._backend_dir: Path | None = None
         self._shm_prefix = ""
-        self._finalizer = None
+        self._finalizer: weakref.finalize | None = None
 
     # -- settings ----------------------------------------------------------------------------
     @property
@@ -212,6 +212,8 @@ class TritonServer:
     # -- lifecycle ---------------------------------------------------------------------------
     def command(self) -> list[str]:
         """The tritonserver command line for the current ports (after :meth:`start` picked them)."""
+        if self._install is None or self._backend_dir is None:
+            raise RuntimeError("TritonServer.command() is known once start() has found the install")
         return [str(self._install.binary),
                 *self.config.flags(self.ports, self._backend_dir, self._shm_prefix, self._control_secret)]
 
@@ -234,20 +236,20 @@ class TritonServer:
         self._work_dir = tempfile.mkdtemp(prefix=work_dir_prefix())
         weakref.finalize(self, shutil.rmtree, self._work_dir, True)  # if stop() is never called
         self._backend_dir = assemble_backend_directory(self._install, Path(self._work_dir) / "backends")
-        self.log_path = cfg.log_path or Path(self._work_dir) / "tritonserver.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_path = cfg.log_path or Path(self._work_dir) / "tritonserver.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = stub_environment(install=self._install)
         for attempt in range(cfg.port_attempts):
             self.ports = {k: (free_port(cfg.host) if v == 0 else v) for k, v in cfg.requested_ports.items()}
             self._shm_prefix = server_shm_prefix(id(self), attempt)
-            self._launch(env)
+            process = self._launch(env, log_path)
             try:
                 deadline = time.monotonic() + cfg.startup_timeout
-                wait_until_ready(self.url, self.models, cfg.startup_timeout, self.process, self.log_path,
+                wait_until_ready(self.url, self.models, cfg.startup_timeout, process, log_path,
                                  interval=cfg.probe_interval, probe_timeout=cfg.probe_timeout)
                 urls = [u for u in (f"http://{self.http_url}/v2/health/ready" if self.http_url else None,
                                     self.metrics_url) if u]
-                wait_http_endpoints(urls, deadline, cfg.startup_timeout, self.process, self.log_path,
+                wait_http_endpoints(urls, deadline, cfg.startup_timeout, process, log_path,
                                     interval=cfg.probe_interval, probe_timeout=cfg.probe_timeout)
                 log.info("Triton ready at %s (models %s, log %s)", self.url, self.models, self.log_path)
                 return self
@@ -266,15 +268,16 @@ class TritonServer:
         picked = [port for name, port in self.ports.items() if requested[name] == 0 and port]
         return any(f":{port}" in ln for ln in lines for port in picked)
 
-    def _launch(self, env: dict[str, str]) -> None:
+    def _launch(self, env: dict[str, str], log_path: Path) -> subprocess.Popen:
         cmd = self.command()
         log.debug("starting %s", " ".join(cmd))
-        with open(self.log_path, "ab") as logf:
+        with open(log_path, "ab") as logf:
             # Own session: stop() can signal Triton and the stub processes it forks, and nothing else.
             self.process = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=env, start_new_session=True, cwd=self._work_dir,
                                             preexec_fn=die_with_parent())
         self._finalizer = weakref.finalize(self, _cleanup, self.process, self._shm_prefix, self.config.cleanup_wait)
+        return self.process
 
     def stop(self, keep_work_dir: bool = False) -> int | None:
         """SIGTERM (Triton drains in-flight requests), SIGKILL after ``stop_grace``; returns the exit code."""

@@ -30,6 +30,10 @@ class CloudSettings(ServerSettings):
     triton_shared_memory: bool = setting(True, "pass tensors to a Triton this service started through shared "
                                                "memory (same host) instead of inside gRPC messages")
     triton_restart: bool = setting(True, "restart the Triton this service started if it dies")
+    triton_startup_timeout_s: float = setting(180.0, "time the Triton this service starts (or its watchdog "
+                                                     "restarts) may take to serve every model")
+    triton_ready_timeout_s: float = setting(120.0, "time Triton (started here or at --triton-url) may take to "
+                                                   "report every model ready before the service gives up starting")
     splits: str = setting("", "split points to serve, comma-separated (default: every edge exit and 'input')")
     max_batch: int = setting(256, "largest batch accepted (samples)")
     max_inflight_batches: int = setting(64, "batches processed at once; more are refused RESOURCE_EXHAUSTED")
@@ -40,6 +44,9 @@ class CloudSettings(ServerSettings):
         if self.backend not in ("triton", "onnxruntime", "torch"):
             raise ValueError(f"--backend must be 'triton', 'onnxruntime' or 'torch', got {self.backend!r}")
         self.check_common()
+        for name in ("triton_startup_timeout_s", "triton_ready_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0")
         for name in ("max_batch", "max_inflight_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,9 @@ from services.cloud.backends import SplitModel
 from services.cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)
+
+READY_POLL_S = 0.2  # how often start() asks Triton whether every model is ready (within --triton-ready-timeout-s)
+WATCHDOG_INTERVAL_S = 1.0  # how often the watchdog checks that the tritonserver it started still runs
 
 
 class TritonBackend:
@@ -45,7 +49,8 @@ class TritonBackend:
                                     max_queue_delay_us=s.triton_max_queue_delay_us)
             manifest = export_repository(ck, repo, list(splits), options)
             self.server = TritonServer(repo, models=[manifest.model_for(x).model for x in splits], host=s.triton_host,
-                                       metrics_port=s.triton_metrics_port, http_port=None, startup_timeout=180,
+                                       metrics_port=s.triton_metrics_port, http_port=None,
+                                       startup_timeout=s.triton_startup_timeout_s,
                                        log_path=repo.parent / f"{repo.name}.tritonserver.log")
             self.url = ""
         if manifest.checkpoint_sha256 != ck.checkpoint_sha256:
@@ -72,12 +77,13 @@ class TritonBackend:
             if self.s.triton_restart:
                 self._watchdog = asyncio.create_task(self._watch(), name="triton-watchdog")
         self.client = self._client()
-        for _ in range(600):
-            if await self.client.is_ready(list(self.models.values())):
-                log.info("Triton at %s serves %s", self.url, self.models)
-                return
-            await asyncio.sleep(0.2)
-        raise NotReady(f"Triton at {self.url} did not become ready with models {list(self.models.values())}")
+        deadline = time.monotonic() + self.s.triton_ready_timeout_s
+        while not await self.client.is_ready(list(self.models.values())):
+            if time.monotonic() >= deadline:
+                raise NotReady(f"Triton at {self.url} did not become ready with models {list(self.models.values())} "
+                               f"within {self.s.triton_ready_timeout_s:g} s (--triton-ready-timeout-s)")
+            await asyncio.sleep(READY_POLL_S)
+        log.info("Triton at %s serves %s", self.url, self.models)
 
     def _client(self) -> AsyncTritonClient:
         # Shared memory only with a Triton we started: a server given by address may be elsewhere.
@@ -87,11 +93,12 @@ class TritonBackend:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
             if self.server is None or self.server.running:
                 continue
-            log.error("tritonserver exited (code %s); restarting it. Log tail:\n%s", self.server.process.returncode,
-                      self.server.log_tail(15))
+            process = self.server.process
+            log.error("tritonserver exited (code %s); restarting it. Log tail:\n%s",
+                      process.returncode if process is not None else None, self.server.log_tail(15))
             self._restarting = True
             try:
                 await asyncio.get_running_loop().run_in_executor(None, self.server.start)

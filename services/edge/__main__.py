@@ -9,6 +9,7 @@ import numpy as np
 
 from ddnn.control.modes import ModeSelector, ModeThresholds
 from ddnn.control.slo import SloTarget
+from ddnn.data import IMAGE_BYTES
 from ddnn.engines import EngineSpec, policy_engine
 from ddnn.paths import SHIPPED_INT8_POLICY, SHIPPED_POLICY
 from ddnn.pb.ddnn.v1 import edge_pb2_grpc
@@ -36,8 +37,8 @@ def message_limit(s: EdgeSettings, runtime: EdgeRuntime | None = None) -> int:
     """The setting, or the largest valid message plus slack: a full image batch or a Configure with
     a policy of up to 1 MiB from clients, or (``runtime`` given: the link to the cloud) a full fp32
     feature batch, whichever is larger."""
-    per_sample = max([32 * 32 * 3, *(4 * int(np.prod(r.feature_shape)) for r in runtime.config.routes.values())]
-                     if runtime is not None else [32 * 32 * 3])
+    per_sample = max([IMAGE_BYTES, *(4 * int(np.prod(r.feature_shape)) for r in runtime.config.routes.values())]
+                     if runtime is not None else [IMAGE_BYTES])
     return s.message_limit(max(s.max_batch * (per_sample + SAMPLE_ID_BYTES), POLICY_BYTES))
 
 

@@ -96,7 +96,6 @@ class CloudLink:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._closed = False
-        self._up = asyncio.Event()
         self.probe_interval_s = probe_interval_s
         self._stub: cloud_pb2_grpc.CloudStub | None = None
         self._probe_task: asyncio.Task | None = None
@@ -134,13 +133,6 @@ class CloudLink:
                 log.debug("probe failed: %r", exc)
                 self.estimate.probe(None)
 
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._up.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
     def _channel(self) -> grpc.aio.Channel:
         if self.tls.enabled:
             return grpc.aio.secure_channel(self.target, channel_credentials(self.tls), options=self.options)
@@ -155,7 +147,6 @@ class CloudLink:
             log.info("cloud link %s (%s)", "up" if up else "down", self.target)
         self.connected = up
         metrics.CLOUD_UP.set(1 if up else 0)
-        (self._up.set if up else self._up.clear)()
 
     def _set_serving(self, serving: bool) -> None:
         if serving != self.serving:
@@ -179,7 +170,8 @@ class CloudLink:
         async def watch() -> None:
             while True:
                 try:
-                    async for r in stub.Watch(request):
+                    # types-grpcio-health-checking's HealthStub declares no RPC attributes (set in __init__).
+                    async for r in stub.Watch(request):  # type: ignore[attr-defined]
                         self._set_serving(r.status == health_pb2.HealthCheckResponse.SERVING)
                 except asyncio.CancelledError:
                     raise
@@ -193,7 +185,7 @@ class CloudLink:
                 if self.serving:
                     continue
                 try:
-                    r = await stub.Check(request, timeout=HEALTH_POLL_S)
+                    r = await stub.Check(request, timeout=HEALTH_POLL_S)  # type: ignore[attr-defined]
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # unreachable or not answering: still not serving

@@ -9,10 +9,12 @@ model's outputs. A policy that passes cannot make later batches fail.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ddnn.errors import PolicyError
+from ddnn.export.bundle import Mode
 from ddnn.policies import EdgePolicy
 
 
@@ -57,7 +59,7 @@ def policy_from_doc(doc, exits: list[str], num_classes: int, source: str = "poli
         raise PolicyError(f"{source}: malformed criterion ({type(exc).__name__}: {exc})") from None
 
 
-def check_policy_runs(policy: EdgePolicy, mode_exits: dict[str, list[str]], num_classes: int) -> None:
+def check_policy_runs(policy: EdgePolicy, mode_exits: Mapping[Mode, Sequence[str]], num_classes: int) -> None:
     """Every exit a mode uses decides a batch of the model's logits without error."""
     logits = np.zeros((2, num_classes), np.float32)
     logits[1, 0] = 1.0

@@ -14,14 +14,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from ddnn.codec import PAYLOADS
+from ddnn.codec import PAYLOADS, Payload
 from ddnn.errors import InvalidInput, PolicyError
+from ddnn.export.bundle import MODES, SPLIT_MODES, Mode
 from ddnn.inference import EdgeEngine
 from ddnn.policies import EdgePolicy
 from services.edge import metrics
 from services.edge.model import EdgeModel
 from services.edge.policy_check import check_policy_runs, parse_policy_json, policy_from_doc, with_knobs
-from services.edge.settings import MODES, parse_modes
+from services.edge.settings import parse_modes
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,15 @@ class Route:
 @dataclass(frozen=True)
 class EdgeConfig:
     policy: EdgePolicy  # in effect: base policy + controller knobs
-    mode: str  # configured: auto | normal | ws | local
-    payload: str  # in effect
-    routes: dict[str, Route] = field(default_factory=dict)  # by mode: normal, ws
-    depth: str | None = None  # the SLO controller's exit depth (ws | normal), honoured in auto mode
+    mode: Mode  # configured
+    payload: Payload  # in effect
+    routes: dict[Mode, Route] = field(default_factory=dict)  # by split mode: normal, ws
+    depth: Mode | None = None  # the SLO controller's exit depth (ws | normal), honoured in auto mode
 
-    def route(self, mode: str) -> Route:
+    def route(self, mode: Mode) -> Route:
         """The route a mode runs on: local reuses normal's exits; a mode the policy does not cover
         (auto may pick ws without a ws criterion) falls back to normal."""
-        return self.routes.get("normal" if mode == "local" else mode) or self.routes["normal"]
+        return self.routes.get(Mode.NORMAL if mode == Mode.LOCAL else mode) or self.routes[Mode.NORMAL]
 
 
 class EdgeRuntime:
@@ -68,7 +69,7 @@ class EdgeRuntime:
         edge_exits = list(model.edge_exits)
         if not edge_exits:
             raise ValueError(f"{model.path} has no early exit: nothing for the edge to answer with")
-        self.mode_exits = {"ws": [edge_exits[0]], "normal": [edge_exits[-1]]}
+        self.mode_exits: dict[Mode, list[str]] = {Mode.WS: [edge_exits[0]], Mode.NORMAL: [edge_exits[-1]]}
         self.mode_exits.update(parse_modes(modes_text))
         for m, exits in self.mode_exits.items():
             unknown = [e for e in exits if e not in edge_exits]
@@ -81,23 +82,24 @@ class EdgeRuntime:
         self.base_policy, self.base_mode, self.base_payload = policy, mode, payload
         self.override_knobs: dict[str, float] = {}
         self.override_payload: str | None = None
-        self.override_depth: str | None = None
+        self.override_depth: Mode | None = None
         self.config = self._build()
 
     def policy_key(self, exit: str) -> str:
         """The policy's name for an engine exit (the aux arrangement prefixes ``aux_``)."""
         return exit[4:] if self.aux and exit.startswith("aux_") else exit
 
-    def _route(self, policy: EdgePolicy, mode: str, payload: str) -> Route:
+    def _route(self, policy: EdgePolicy, mode: Mode, payload: Payload) -> Route:
         exits = self.mode_exits[mode]
         names = list(exits)
         if self.aux:
             names = [f"aux_{e}" for e in exits]
             policy = EdgePolicy({f"aux_{e}": policy.criterion(e) for e in exits}, policy.drop, policy.meta)
-        part = self._parts.get((tuple(exits), payload == "raw"))
+        raw = payload == Payload.RAW
+        part = self._parts.get((tuple(exits), raw))
         if part is None:
-            part = self.model.part(exits, "input" if payload == "raw" or self.aux else "features")
-            self._parts[(tuple(exits), payload == "raw")] = part
+            part = self.model.part(exits, "input" if raw or self.aux else "features")
+            self._parts[(tuple(exits), raw)] = part
         engine = EdgeEngine(part, policy, observer=self.observer, exits=names)
         return Route(engine, part.split, tuple(names), tuple(part.feature_shape))
 
@@ -108,27 +110,30 @@ class EdgeRuntime:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if payload not in PAYLOADS:
             raise InvalidInput(f"payload must be one of {', '.join(PAYLOADS)}, got {payload!r}")
-        if self.aux and payload != "raw":
-            raise InvalidInput("the aux/principal arrangement offloads the raw input: payload must be 'raw'")
+        mode, payload = Mode(mode), Payload(payload)
+        if self.aux and payload != Payload.RAW:
+            raise InvalidInput(f"the aux/principal arrangement offloads the raw input: payload must be "
+                               f"{Payload.RAW.value!r}")
         knobs = {e: k for e, k in self.override_knobs.items() if e in self.base_policy.criteria}
         policy = self.base_policy.with_knobs(knobs) if knobs else self.base_policy
-        routes, missing = {}, {}
+        routes: dict[Mode, Route] = {}
+        missing: dict[Mode, str] = {}
         for m in self.mode_exits:
             try:
                 routes[m] = self._route(policy, m, payload)
             except PolicyError as exc:
                 missing[m] = str(exc)
-        needed = {"normal", "ws"} if mode == "auto" else {"normal"} if mode == "local" else {mode}
-        if not routes or (needed - set(routes) and mode != "auto"):
+        needed = set(SPLIT_MODES) if mode == Mode.AUTO else {Mode.NORMAL} if mode == Mode.LOCAL else {mode}
+        if not routes or (needed - set(routes) and mode != Mode.AUTO):
             m = next(iter(needed - set(routes)))
-            raise PolicyError(f"the policy cannot drive mode {m!r}: {missing[m]}")
+            raise PolicyError(f"the policy cannot drive mode {m.value!r}: {missing[m]}")
         if needed - set(routes):
             log.warning("policy covers no exit of mode(s) %s; auto mode will not use them",
-                        sorted(needed - set(routes)))
+                        sorted(m.value for m in needed - set(routes)))
         cfg = EdgeConfig(policy, mode, payload, routes, self.override_depth)
         for exit, crit in cfg.policy.criteria.items():
             metrics.THRESHOLD.labels(exit, crit.kind).set(crit.knob)
-        for m in MODES:
+        for m in Mode:
             metrics.MODE.labels(m).set(1 if m == cfg.mode else 0)
         return cfg
 
@@ -171,7 +176,7 @@ class EdgeRuntime:
             if payload:
                 self.override_payload = None if payload == self.base_payload else payload
             if depth:
-                self.override_depth = depth
+                self.override_depth = Mode(depth)
             self.config = self._build()
             return self.config
 

@@ -12,16 +12,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ddnn.codec import decode, encode, payload_bytes
+from ddnn.codec import Payload, decode, encode, payload_bytes
 from ddnn.control.modes import LinkState, ModeSelector
 from ddnn.control.slo import Decision, SloController, SloTarget, probs_from_logits
 from ddnn.control.telemetry import Reservoir, Telemetry
+from ddnn.data import IMAGE_SHAPE
 from ddnn.errors import InvalidInput, NotReady, Overloaded, PolicyError
-from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE, EdgeResult
+from ddnn.export.bundle import Mode
+from ddnn.inference import EdgeResult
+from ddnn.outcome import Outcome
 from ddnn.pb.ddnn.v1 import cloud_pb2, edge_pb2, edge_pb2_grpc, tensor_pb2
 from ddnn.serving.admission import ByteBudget
 from ddnn.serving.control import ControlGuard
-from ddnn.serving.convert import from_proto, to_proto
+from ddnn.serving.convert import from_proto, outcome_to_proto, to_proto
 from ddnn.serving.errors import Misconfigured, error_fields, status_name
 from ddnn.serving.streams import answer_concurrently
 from services.edge import metrics
@@ -54,19 +57,19 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         self.slo: SloLoop | None = None
         # Every series exists from the start, so dashboards and alerts see 0 rather than nothing.
         exits = {e for r in runtime.config.routes.values() for e in r.exits}
-        for outcome in (*sorted(exits), "cloud", "dropped", "degraded"):
-            metrics.SAMPLES.labels(outcome)
+        for label in (*sorted(exits), *(o.label for o in (Outcome.CLOUD, Outcome.DROPPED, Outcome.DEGRADED))):
+            metrics.SAMPLES.labels(label)
         for reason in ("unavailable", "local_mode"):
             metrics.CLOUD_ERRORS.labels(reason)
         metrics.BATCHES.labels("OK")
 
     # -- decisions -------------------------------------------------------------------------
 
-    def effective_mode(self, cfg: EdgeConfig) -> str:
+    def effective_mode(self, cfg: EdgeConfig) -> Mode:
         return self.monitor.effective(cfg)
 
     def _validate(self, batch: edge_pb2.ImageBatch) -> np.ndarray:
-        images = decode(from_proto(batch.images), expect_shape=(32, 32, 3), max_batch=self.max_batch)
+        images = decode(from_proto(batch.images), expect_shape=IMAGE_SHAPE, max_batch=self.max_batch)
         if images.dtype != np.uint8:
             raise InvalidInput(f"images must be uint8 pixels (dtype 4), got {images.dtype.name}")
         ids = batch.sample_ids
@@ -76,35 +79,39 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             raise InvalidInput("duplicate sample ids in the batch")
         return images
 
-    def _results(self, ids, res: EdgeResult, idx: np.ndarray, outcome: int, t0: float, *, link_s=0.0,
-                 cloud_s=0.0, offload_bytes=0, path="edge", fallback_exit="") -> list[edge_pb2.SampleResult]:
-        """SampleResults for rows ``idx`` of ``res``; ``outcome`` 0 keeps each row's own outcome.
-        Degraded samples are answered by ``fallback_exit``, the deepest edge exit that ran."""
+    def _results(self, ids, res: EdgeResult, idx: np.ndarray, outcome: Outcome | None, t0: float, *,
+                 link_s: float = 0.0, cloud_s: float = 0.0, offload_bytes: int = 0,
+                 fallback_exit: str = "") -> list[edge_pb2.SampleResult]:
+        """SampleResults for rows ``idx`` of ``res``; ``outcome`` None keeps each row's own outcome
+        (the edge's answers). Degraded samples are answered by ``fallback_exit``, the deepest edge
+        exit that ran."""
         now = time.perf_counter()
         total = now - t0
+        path = (outcome or Outcome.EDGE).label  # the stage histograms' path: edge, cloud or degraded
         out = []
         for i in idx:
-            o = outcome if outcome else int(res.outcome[i])
-            exit = {CLOUD: "cloud", DROPPED: "dropped"}.get(o, res.exit[i])
-            if o == DEGRADED:
+            o = outcome or Outcome(int(res.outcome[i]))
+            exit = o.label if o in (Outcome.CLOUD, Outcome.DROPPED) else res.exit[i]
+            if o == Outcome.DEGRADED:
                 exit = fallback_exit
-            pred = -1 if o == DROPPED else int(res.prediction[i])
+            pred = -1 if o == Outcome.DROPPED else int(res.prediction[i])
             out.append(edge_pb2.SampleResult(
-                sample_id=ids[i], outcome=o, exit=exit, prediction=pred, confidence=float(res.confidence[i]),
+                sample_id=ids[i], outcome=outcome_to_proto(o), exit=exit, prediction=pred,
+                confidence=float(res.confidence[i]),
                 timing=edge_pb2.Timing(edge_compute_s=res.compute_s, link_s=link_s, cloud_compute_s=cloud_s,
                                        total_s=total),
                 offload_bytes=offload_bytes, edge_prediction=int(res.edge_prediction[i])))
-            label = {EDGE: res.exit[i], CLOUD: "cloud", DROPPED: "dropped", DEGRADED: "degraded"}[o]
+            label = res.exit[i] if o == Outcome.EDGE else o.label
             self.by_outcome[label] += 1
             metrics.SAMPLES.labels(label).inc()
         n = len(out)
         if n and self.telemetry is not None:
-            self.telemetry.record(np.full(n, total), path == "cloud", offload_bytes * n,
+            self.telemetry.record(np.full(n, total), outcome == Outcome.CLOUD, offload_bytes * n,
                                   edge_s=max(0.0, total - link_s - cloud_s))
         if n:
             metrics.STAGE_SECONDS.labels("edge_compute", path).observe(res.compute_s)
             metrics.STAGE_SECONDS.labels("total", path).observe(total)
-            if path == "cloud":
+            if outcome == Outcome.CLOUD:
                 metrics.STAGE_SECONDS.labels("link", path).observe(link_s)
                 metrics.STAGE_SECONDS.labels("cloud_compute", path).observe(cloud_s)
         return out
@@ -138,17 +145,17 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         route = cfg.route(mode)
         ids = list(batch.sample_ids)
         res = await self._run_engine(route, images)
-        local = np.flatnonzero(res.outcome != CLOUD)
+        local = np.flatnonzero(res.outcome != Outcome.CLOUD)
         if len(local):
-            emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, results=self._results(ids, res, local, 0, t0)))
+            emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, results=self._results(ids, res, local, None, t0)))
         off = res.offload_idx
-        if not len(off):
+        if not len(off) or res.payload is None:  # (no offloaded rows is the same as no payload)
             return
-        if mode == "local" or self.link is None:
+        if mode == Mode.LOCAL or self.link is None:
             metrics.CLOUD_ERRORS.labels("local_mode").inc(len(off))
             emit(edge_pb2.ResultBatch(batch_id=batch.batch_id,
-                                      results=self._results(ids, res, off, DEGRADED, t0, path="degraded",
-                                                                fallback_exit=route.exits[-1])))
+                                      results=self._results(ids, res, off, Outcome.DEGRADED, t0,
+                                                            fallback_exit=route.exits[-1])))
             return
         enc = encode(res.payload, cfg.payload)
         fb = cloud_pb2.FeatureBatch(batch_id=self.link.next_batch_id(), sample_ids=[ids[i] for i in off],
@@ -162,8 +169,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             log.debug("offload of %d samples failed: %s", len(off), exc)
             metrics.CLOUD_ERRORS.labels("unavailable").inc(len(off))
             emit(edge_pb2.ResultBatch(batch_id=batch.batch_id,
-                                      results=self._results(ids, res, off, DEGRADED, t0, path="degraded",
-                                                                fallback_exit=route.exits[-1])))
+                                      results=self._results(ids, res, off, Outcome.DEGRADED, t0,
+                                                            fallback_exit=route.exits[-1])))
             return
         rtt = time.perf_counter() - t_send
         metrics.CLOUD_RTT.observe(rtt)
@@ -173,8 +180,8 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         res.confidence[off] = np.asarray(cr.confidences, np.float32)
         cloud_s = cr.queue_s + cr.compute_s
         emit(edge_pb2.ResultBatch(batch_id=batch.batch_id, results=self._results(
-            ids, res, off, CLOUD, t0, link_s=max(0.0, rtt - cloud_s), cloud_s=cloud_s,
-            offload_bytes=enc.nbytes // len(off), path="cloud")))
+            ids, res, off, Outcome.CLOUD, t0, link_s=max(0.0, rtt - cloud_s), cloud_s=cloud_s,
+            offload_bytes=enc.nbytes // len(off))))
 
     # -- RPCs ------------------------------------------------------------------------------
 
@@ -204,16 +211,16 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         cfg = self.runtime.config
         mode = self.effective_mode(cfg)
         route = cfg.route(mode)
-        est = self.link.estimate if self.link else None
+        link = self.link
         return edge_pb2.EdgeStatus(
             mode=cfg.mode, effective_mode=mode, active_exits=list(route.exits),
             knobs={e: c.knob for e, c in cfg.policy.criteria.items()},
             policy_json=json.dumps(cfg.policy.to_dict()), payload=cfg.payload,
-            cloud_connected=bool(self.link and self.link.connected), checkpoint_sha256=self.runtime.model.sha256,
+            cloud_connected=bool(link and link.connected), checkpoint_sha256=self.runtime.model.sha256,
             samples_by_outcome=dict(self.by_outcome),
-            link=edge_pb2.LinkEstimate(rtt_s=est.rtt_s, throughput_bytes_per_s=est.throughput_bps,
-                                       error_rate=est.error_rate, inflight_batches=self.link.inflight)
-            if est else None,
+            link=edge_pb2.LinkEstimate(rtt_s=link.estimate.rtt_s, throughput_bytes_per_s=link.estimate.throughput_bps,
+                                       error_rate=link.estimate.error_rate, inflight_batches=link.inflight)
+            if link else None,
             inflight_samples=self.inflight,
             slo=f"{self.slo.target.kind}={self.slo.target.value:g}" if self.slo else "",
             slo_measured=self.slo.last.measured if self.slo and self.slo.last else 0.0,
@@ -266,7 +273,7 @@ class ChannelMonitor:
         self.link = link
         self.selector = selector
         self.interval_s = interval_s
-        self._last = ""
+        self._last: Mode | None = None
         self._task: asyncio.Task | None = None
 
     def link_state(self) -> LinkState:
@@ -277,22 +284,22 @@ class ChannelMonitor:
         return LinkState(self.link.connected and self.link.serving, e.rtt_s, e.throughput_bps, e.error_rate,
                          self.link.inflight)
 
-    def effective(self, cfg: EdgeConfig) -> str:
+    def effective(self, cfg: EdgeConfig) -> Mode:
         """The configured mode; in auto mode the channel's choice, where the SLO controller's exit
         depth replaces ws/normal (a lost cloud still means local)."""
-        if cfg.mode != "auto":
+        if cfg.mode != Mode.AUTO:
             return cfg.mode
         mode = self.selector.mode
-        return cfg.depth if cfg.depth and mode != "local" else mode
+        return cfg.depth if cfg.depth and mode != Mode.LOCAL else mode
 
-    def tick(self) -> str:
+    def tick(self) -> Mode:
         self.selector.update(self.link_state())
         mode = self.effective(self.runtime.config)
         if mode != self._last:
-            if self._last:
+            if self._last is not None:
                 log.info("mode %s -> %s (%s)", self._last, mode, self.link_state())
                 metrics.MODE_SWITCHES.labels(mode).inc()
-            for m in ("normal", "ws", "local"):
+            for m in (Mode.NORMAL, Mode.WS, Mode.LOCAL):
                 metrics.EFFECTIVE_MODE.labels(m).set(1 if m == mode else 0)
             self._last = mode
         return mode
@@ -321,7 +328,7 @@ class SloLoop:
         self.controller = SloController(target)
         self.reservoir = Reservoir()
         self.last: Decision | None = None
-        servicer.telemetry = Telemetry(window_s)
+        self.telemetry = servicer.telemetry = Telemetry(window_s)
         servicer.runtime.observer = self.observe
         servicer.runtime.clear_control()  # rebuild engines with the observer
         self._task: asyncio.Task | None = None
@@ -334,7 +341,7 @@ class SloLoop:
         sv, rt = self.servicer, self.servicer.runtime
         cfg = rt.config
         mode = sv.effective_mode(cfg)
-        if mode == "local":
+        if mode == Mode.LOCAL:
             return None
         route = cfg.route(mode)
         exit = route.exits[-1]
@@ -342,13 +349,12 @@ class SloLoop:
         probs = self.reservoir.get(exit)
         if probs is None:
             return None
-        sizes = {p: float(payload_bytes(route.feature_shape if p != "raw" else (32, 32, 3), p))
-                 for p in ("fp32", "fp16", "int8", "raw")}
-        snap = sv.telemetry.snapshot()
+        sizes = {p.value: float(payload_bytes(route.feature_shape, p)) for p in Payload}
+        snap = self.telemetry.snapshot()
         d = self.controller.step(snap, cfg.policy.criterion(key), rt.base_policy.criterion(key), probs, cfg.payload,
-                                 sizes, "ws" if mode == "ws" else "normal")
+                                 sizes, Mode.WS if mode == Mode.WS else Mode.NORMAL)
         rt.control({key: d.knob} if d.knob is not None else None, d.payload,
-                   d.depth if cfg.mode == "auto" else None)
+                   d.depth if cfg.mode == Mode.AUTO else None)
         metrics.SLO_MEASURED.labels(self.target.kind).set(d.measured)
         metrics.SLO_OFFLOAD_TARGET.set(d.offload_target)
         self.last = d

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddnn.codec import PAYLOADS
+from ddnn.codec import PAYLOADS, Payload
+from ddnn.export.bundle import MODES, SPLIT_MODES, Mode
 from ddnn.paths import SHIPPED_CHECKPOINT
 from ddnn.serving.settings import ServerSettings, setting
-
-MODES = ("auto", "normal", "ws", "local")
 
 
 @dataclass
@@ -27,10 +26,10 @@ class EdgeSettings(ServerSettings):
     keepalive_s: float = setting(10.0, "HTTP/2 keepalive ping interval on the cloud stream and idle clients")
     metrics_port: int = setting(9101, "port of the /metrics endpoint (0 = any free port)")
     cloud: str = setting("127.0.0.1:50052", "cloud service address host:port ('' = local-only edge)")
-    mode: str = setting("normal", "auto | normal (deepest edge exit) | ws (shallow exit) | local (no offload)")
+    mode: str = setting(Mode.NORMAL.value, "auto | normal (deepest edge exit) | ws (shallow exit) | local (no offload)")
     modes: str = setting("", "exits per mode, e.g. 'ws=block4;normal=block7' or 'normal=block4,block7' for a "
                              "cascade (default: ws = shallowest edge exit, normal = deepest)")
-    payload: str = setting("fp32", "offload payload: fp32 | fp16 | int8 features, or raw (the input image)")
+    payload: str = setting(Payload.FP32.value, "offload payload: fp32 | fp16 | int8 features, or raw (the input image)")
     max_batch: int = setting(256, "largest image batch accepted")
     max_inflight_samples: int = setting(4096, "samples admitted at once; more are refused RESOURCE_EXHAUSTED")
     cloud_timeout_s: float = setting(5.0, "deadline for a cloud answer; past it the sample is answered locally")
@@ -70,12 +69,12 @@ class EdgeSettings(ServerSettings):
             SloTarget.parse(self.slo)
 
 
-def parse_modes(text: str) -> dict[str, list[str]]:
-    """'ws=block4;normal=block4,block7' -> {'ws': ['block4'], 'normal': ['block4', 'block7']}."""
-    out: dict[str, list[str]] = {}
+def parse_modes(text: str) -> dict[Mode, list[str]]:
+    """'ws=block4;normal=block4,block7' -> {Mode.WS: ['block4'], Mode.NORMAL: ['block4', 'block7']}."""
+    out: dict[Mode, list[str]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         mode, sep, exits = part.partition("=")
-        if not sep or mode.strip() not in ("normal", "ws") or not exits.strip():
+        if not sep or mode.strip() not in SPLIT_MODES or not exits.strip():
             raise ValueError(f"--modes: expected 'ws=EXIT[,EXIT];normal=EXIT[,EXIT]', got {part!r}")
-        out[mode.strip()] = [e.strip() for e in exits.split(",") if e.strip()]
+        out[Mode(mode.strip())] = [e.strip() for e in exits.split(",") if e.strip()]
     return out

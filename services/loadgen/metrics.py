@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ddnn.outcome import Outcome
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 SAMPLES = Counter("ddnn_loadgen_samples_total", "Samples answered, by outcome (edge/cloud/dropped/degraded/rejected)",
@@ -12,6 +14,6 @@ LATENCY = Histogram("ddnn_loadgen_latency_seconds", "Client-side latency per sam
                     buckets=LATENCY_BUCKETS)
 INFLIGHT = Gauge("ddnn_loadgen_inflight_batches", "Batches sent and not fully answered")
 
-for _path in ("edge", "cloud", "dropped", "degraded", "rejected"):  # series exist from the start
-    SAMPLES.labels(_path)
-    CORRECT.labels(_path)
+for _outcome in Outcome:  # series exist from the start
+    SAMPLES.labels(_outcome.label)
+    CORRECT.labels(_outcome.label)

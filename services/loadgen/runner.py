@@ -11,9 +11,10 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
-from ddnn.inference import CLOUD, DEGRADED, DROPPED, EDGE
+from ddnn.data import IMAGE_BYTES
+from ddnn.outcome import Outcome
 from ddnn.pb.ddnn.v1 import edge_pb2, edge_pb2_grpc
-from ddnn.runreport import REJECTED, Records
+from ddnn.runreport import OUTCOME_LABELS, Records
 from ddnn.serving.convert import images_to_proto
 from ddnn.serving.errors import status_name
 from ddnn.serving.server import TlsFiles, channel_credentials, grpc_options
@@ -21,7 +22,6 @@ from services.loadgen import metrics
 from services.loadgen.settings import LoadgenSettings
 
 log = logging.getLogger(__name__)
-_PATH = {EDGE: "edge", CLOUD: "cloud", DROPPED: "dropped", DEGRADED: "degraded", REJECTED: "rejected"}
 
 
 @dataclass
@@ -62,8 +62,9 @@ class Replay:
         self.unknown = 0
         self.bar = tqdm(total=len(self.records.label), unit="img", desc="replay", disable=not s.progress)
         self.t0 = time.perf_counter()
-        self.correct = {"edge": 0, "cloud": 0, "all": 0}
-        self.count = {"edge": 0, "cloud": 0, "all": 0}
+        # Running accuracy per scope: the edge's answers, the cloud's, and all.
+        self.correct = {Outcome.EDGE.label: 0, Outcome.CLOUD.label: 0, "all": 0}
+        self.count = dict.fromkeys(self.correct, 0)
 
     def on_result_batch(self, rb: edge_pb2.ResultBatch) -> None:
         now = time.perf_counter()
@@ -73,11 +74,11 @@ class Replay:
             return
         r = self.records
         if rb.HasField("error"):
-            for sid in rb.sample_ids:
-                i = self._answer(batch, int(sid), now)
+            for sample_id in rb.sample_ids:
+                i = self._answer(batch, int(sample_id), now)
                 if i is not None:
-                    r.outcome[i] = REJECTED
-                    r.exit[i] = "rejected"
+                    r.outcome[i] = Outcome.REJECTED
+                    r.exit[i] = Outcome.REJECTED.label
                     r.error[i] = f"{status_name(rb.error.code)}: {rb.error.message}"
             return
         for res in rb.results:
@@ -117,7 +118,7 @@ class Replay:
     def account(self, sid: int) -> None:
         """Update running metrics for one answered sample (after its fields are set)."""
         r = self.records
-        path = _PATH.get(int(r.outcome[sid]), "rejected")
+        path = OUTCOME_LABELS.get(int(r.outcome[sid]), Outcome.REJECTED.label)
         ok = bool(r.prediction[sid] == r.label[sid] and r.prediction[sid] >= 0)
         metrics.SAMPLES.labels(path).inc()
         metrics.LATENCY.labels(path).observe(float(r.latency_s[sid]))
@@ -127,7 +128,7 @@ class Replay:
             if scope in self.count:
                 self.count[scope] += 1
                 self.correct[scope] += ok
-        for scope, name in (("edge", "edge"), ("cloud", "cloud"), ("all", "overall")):
+        for scope, name in ((Outcome.EDGE.label,) * 2, (Outcome.CLOUD.label,) * 2, ("all", "overall")):
             if self.count[scope]:
                 metrics.ACCURACY.labels(name).set(self.correct[scope] / self.count[scope])
 
@@ -137,8 +138,9 @@ class Replay:
         for pos in batch.ids:
             if r.answers[pos] == 0:
                 i = self._answer(batch, int(r.sample_id[pos]), now)
-                r.outcome[i], r.exit[i], r.error[i] = REJECTED, "rejected", reason
-                self.account(i)
+                if i is not None:  # (always: an unanswered sample of a known batch)
+                    r.outcome[i], r.exit[i], r.error[i] = Outcome.REJECTED, Outcome.REJECTED.label, reason
+                    self.account(i)
 
     def mark_sent(self, batch: Batch) -> None:
         batch.sent_at = time.perf_counter()
@@ -154,7 +156,7 @@ def replay_order(n: int, limit: int, shuffle: bool, seed: int) -> np.ndarray:
 
 def make_channel(s: LoadgenSettings) -> grpc.aio.Channel:
     # The largest message is a full image batch out (answers coming back are smaller).
-    opts = grpc_options(s.message_limit(s.batch_size * (32 * 32 * 3 + 16)), s.keepalive_s)
+    opts = grpc_options(s.message_limit(s.batch_size * (IMAGE_BYTES + 16)), s.keepalive_s)
     if s.tls_server_name:
         opts.append(("grpc.ssl_target_name_override", s.tls_server_name))
     tls = TlsFiles(s.tls_cert or None, s.tls_key or None, s.tls_ca or None)
@@ -233,7 +235,7 @@ async def run_replay(images: np.ndarray, labels: np.ndarray, order: np.ndarray,
         except asyncio.TimeoutError:
             raise ConnectionError(f"edge at {s.edge} is not reachable (30s)") from None
         stub = edge_pb2_grpc.EdgeStub(channel)
-        queues = [asyncio.Queue() for _ in range(s.concurrency)]
+        queues: list[asyncio.Queue[Batch | None]] = [asyncio.Queue() for _ in range(s.concurrency)]
         streams = [asyncio.create_task(_stream(stub, replay, q, s.deadline_s)) for q in queues]
         t0 = replay.t0 = time.perf_counter()
         if s.loop == "closed":

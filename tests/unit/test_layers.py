@@ -48,6 +48,7 @@ MODULE_LAYERS: dict[str, str] = {
     "ddnn.checkpoint": "data/models",
     "ddnn.codec": "data/models",
     "ddnn.energy": "data/models",
+    "ddnn.outcome": "data/models",  # its lowest user is ddnn.energy ("dropped", "cloud")
     "ddnn.training": "training",
     "ddnn.engines": "engines",
     "ddnn.export": "engines",
