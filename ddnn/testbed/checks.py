@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ddnn.export.bundle import Mode
 from ddnn.testbed import report as R
 from ddnn.testbed.profiles import LinkProfile
 
@@ -41,8 +42,8 @@ def checks(rep: dict, profiles: dict[str, LinkProfile]) -> dict:
             settled.setdefault(ph["profile"], []).append(ph["settled_mode"])
         outage = [m for name, ms in settled.items() if not reachable(profiles[name]) for m in ms]
         good = settled.get("good", [])
-        ok = bool(outage) and bool(good) and all(m == "local" for m in outage) and all(
-            m not in (None, "local") for m in good)
+        ok = bool(outage) and bool(good) and all(m == Mode.LOCAL for m in outage) and all(
+            m not in (None, Mode.LOCAL) for m in good)
         out["auto_follows_link"] = {"ok": ok, "settled": settled,
                                     "detail": ", ".join(f"{k}: {'/'.join(str(m) for m in v)}"
                                                         for k, v in settled.items())}

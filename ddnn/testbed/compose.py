@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ddnn.export.bundle import Mode
 from ddnn.launch import Addressed
 from ddnn.testbed.runner import Run, RunConfig
 from ddnn.testbed.topology import NS_PREFIX, Endpoint, Link, TestbedError, Topology, existing_namespaces, preflight, sh
@@ -200,7 +201,7 @@ class ComposeRun(Run):
         return {}  # compose owns the containers: the run leaves them running
 
     def _restore(self) -> None:
-        mode = self.site.edge.env.get("DDNN_EDGE_MODE") or "normal"
+        mode = self.site.edge.env.get("DDNN_EDGE_MODE") or Mode.NORMAL.value
         try:
             self.watch.configure(mode=mode)
         except (TestbedError, OSError) as exc:  # the run's own error, if any, is the one to report

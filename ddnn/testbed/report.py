@@ -15,8 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ddnn.export.bundle import Mode
+from ddnn.outcome import Outcome
+
 FORMAT = "ddnn.testbed.report/v1"
-_MODE_LEVEL = {"local": 0, "normal": 1, "ws": 2}
+_MODE_LEVEL = {Mode.LOCAL: 0, Mode.NORMAL: 1, Mode.WS: 2}  # the plot's y axis: fewer to more offloads
+EDGE, CLOUD, DEGRADED, DROPPED, REJECTED = (o.label for o in (Outcome.EDGE, Outcome.CLOUD, Outcome.DEGRADED,
+                                                               Outcome.DROPPED, Outcome.REJECTED))
+PATHS = (EDGE, CLOUD, DEGRADED)  # how a sample came back, as the tables and the plot split them
 
 
 # -- status polls ---------------------------------------------------------------------------------
@@ -74,7 +80,7 @@ def answered_delta(first: dict | None, last: dict | None) -> dict[str, int]:
 
 
 def _path(outcome: str) -> str:
-    return outcome if outcome in ("cloud", "degraded", "dropped") else "edge"
+    return outcome if outcome in (CLOUD, DEGRADED, DROPPED) else EDGE
 
 
 # -- one fixed-profile replay (the Table III rows) -------------------------------------------------
@@ -82,7 +88,7 @@ def _path(outcome: str) -> str:
 def replay_row(profile: str, mode: str, rep: dict, polls: list[dict], rtt: dict | None) -> dict:
     """One row: a replay of the load generator under one profile and one configured mode."""
     rates = rep["exit_rates"]
-    non_edge = {"cloud", "dropped", "degraded", "rejected"}
+    non_edge = {CLOUD, DROPPED, DEGRADED, REJECTED}
     lat = rep["latency_s"]["overall"]
     return {
         "profile": profile, "mode": mode,
@@ -91,8 +97,8 @@ def replay_row(profile: str, mode: str, rep: dict, polls: list[dict], rtt: dict 
         "integrity": rep["integrity"],
         "exit_rates": rates,
         "edge_rate": sum(v for k, v in rates.items() if k not in non_edge),
-        "cloud_rate": rates.get("cloud", 0.0), "degraded_rate": rates.get("degraded", 0.0),
-        "accuracy": {k: rep["accuracy"].get(k) for k in ("edge", "cloud", "degraded", "overall")},
+        "cloud_rate": rates.get(CLOUD, 0.0), "degraded_rate": rates.get(DEGRADED, 0.0),
+        "accuracy": {k: rep["accuracy"].get(k) for k in (*PATHS, "overall")},
         "latency_ms": {k: _ms(lat.get(k)) for k in ("mean", "p50", "p95", "p99")},
         "bytes_per_sample": rep["bytes"]["per_sample"],
         "bytes_per_offloaded_sample": rep["bytes"]["per_offloaded_sample"],
@@ -178,7 +184,7 @@ def series(polls: list[dict], send0: float, run_end: float, bin_s: float = 1.0) 
     pw = window(polls, send0, run_end)
     t = [p["t"] - send0 for p in pw]
     nbins = max(1, math.ceil((run_end - send0) / bin_s))
-    rates = {k: [0.0] * nbins for k in ("edge", "cloud", "degraded")}
+    rates = {k: [0.0] * nbins for k in PATHS}
     for a, b in itertools.pairwise(pw):
         k = min(nbins - 1, int((b["t"] - send0) // bin_s))
         for path, n in answered_delta(a, b).items():
@@ -214,7 +220,7 @@ def _shares(sh: dict[str, float]) -> str:
 
 
 def _paths(d: dict[str, int]) -> str:
-    return " / ".join(str(d.get(k, 0)) for k in ("edge", "cloud", "degraded"))
+    return " / ".join(str(d.get(k, 0)) for k in PATHS)
 
 
 def markdown(rep: dict) -> str:
@@ -342,12 +348,12 @@ def plot_timeline(tl: dict, path: str | Path) -> None:
         axes[0].text((ph["start_s"] + ph["end_s"]) / 2, 2.45, ph["profile"], ha="center", va="center", fontsize=9)
     levels = [_MODE_LEVEL.get(m, np.nan) if m else np.nan for m in s["effective_mode"]]
     axes[0].step(s["t_s"], levels, where="post", color="black", lw=1.8)
-    axes[0].set_yticks([0, 1, 2], ["local", "normal", "ws"])
+    axes[0].set_yticks(list(_MODE_LEVEL.values()), [str(m) for m in _MODE_LEVEL])
     axes[0].set_ylim(-0.4, 2.7)
     axes[0].set_ylabel("effective mode")
-    t_bins = np.arange(len(s["answered_per_s"]["edge"])) * s["bin_s"]
+    t_bins = np.arange(len(s["answered_per_s"][EDGE])) * s["bin_s"]
     bottom = np.zeros(len(t_bins))
-    for kind, color in (("edge", "#4c72b0"), ("cloud", "#55a868"), ("degraded", "#c44e52")):
+    for kind, color in zip(PATHS, ("#4c72b0", "#55a868", "#c44e52"), strict=True):
         v = np.asarray(s["answered_per_s"][kind])
         axes[1].bar(t_bins, v, width=s["bin_s"], bottom=bottom, align="edge", color=color, label=kind, lw=0)
         bottom += v

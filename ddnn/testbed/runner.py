@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from ddnn.export.bundle import MODES
+from ddnn.export.bundle import MODES, Mode
 from ddnn.launch import Addressed, Service, start
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_POLICY
 from ddnn.testbed import report as R
@@ -46,7 +46,7 @@ class RunConfig:
 
     out: Path
     profiles: list[str] = field(default_factory=lambda: ["good", "constrained", "lossy", "outage"])
-    modes: list[str] = field(default_factory=lambda: ["ws", "normal", "auto"])
+    modes: list[str] = field(default_factory=lambda: [Mode.WS.value, Mode.NORMAL.value, Mode.AUTO.value])
     schedule: str = "good:30,constrained:30,outage:40,good:30"
     limit: int = 1000
     concurrency: int = 2
@@ -145,7 +145,7 @@ class Run:
         self.services["edge"] = start(
             "services.edge", ["--checkpoint", c.checkpoint, "--policy", c.policy, "--cloud", cloud.grpc,
                               "--listen", f"{edge_addr}:0", "--metrics-addr", edge_addr, "--metrics-port", "0",
-                              "--mode", "normal", "--torch-threads", str(c.torch_threads), *c.edge_args],
+                              "--mode", Mode.NORMAL.value, "--torch-threads", str(c.torch_threads), *c.edge_args],
             self.logs, timeout=120, prefix=t.exec_prefix("edge"), host=edge_addr)
         log.info("cloud %s, edge %s", cloud.grpc, self.services["edge"].grpc)
 
@@ -231,7 +231,7 @@ class Run:
         """One open-loop ``auto`` run; the profile follows the schedule, counted from the first answer."""
         c, bs = self.cfg, self.cfg.batch_size
         self._apply(self.schedule[0][0])
-        self.watch.configure(mode="auto")
+        self.watch.configure(mode=Mode.AUTO.value)
         time.sleep(c.settle_s)
         total_s = sum(s for _, s in self.schedule)
         n_batches = math.ceil(c.rate * total_s)
