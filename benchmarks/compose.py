@@ -11,8 +11,11 @@ report (its clock starts once the edge answers, so neither side's start-up count
   the edge and Triton run what the demo's do (engine, policy, mode, payload, no SLO controller,
   Triton's ONNX Runtime threads); then ``down -v``.
 
-It also records each ddnn image's size and whether torch is installed in it. Without a Docker
-engine, Compose or the images, the section records why it did not run instead of failing.
+Both sides' CPU is sampled over the replay (benchmarks/cpu.py), so a ratio below 1 can be told apart
+as cores not obtained or CPU spent per sample; the compose testbed's cost at rest (healthchecks,
+Prometheus) is measured after its replay. It also records each ddnn image's size and whether torch
+is installed in it. Without a Docker engine, Compose or the images, the section records why it did
+not run instead of failing.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ import tarfile
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import tomllib
 
+from benchmarks import cpu
+from benchmarks.compose_report import summarize
 from ddnn.launch import compose_command
 from ddnn.paths import REPO_ROOT
 
@@ -40,8 +46,6 @@ VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 IMAGES = ("edge", "cloud", "loadgen", "prometheus")  # ddnn-<name>:VERSION, built by make images
 PYTHON_IMAGES = ("edge", "cloud", "loadgen")  # the ones that must serve without torch
-RATIO_GOAL = 0.9  # compose throughput / local throughput
-EDGE_SIZE_GOAL_MB = 400
 MB = 1e6  # as `docker images` and make images print sizes
 # As tests/containers does: the Prometheus image make images builds, host ports chosen by the engine.
 COMPOSE_ENV = {"DDNN_PROMETHEUS_IMAGE": f"ddnn-prometheus:{VERSION}", "DDNN_EDGE_PORT": "0",
@@ -51,11 +55,19 @@ COMPOSE_ENV = {"DDNN_PROMETHEUS_IMAGE": f"ddnn-prometheus:{VERSION}", "DDNN_EDGE
 LOCAL_ENV = {"DDNN_LOADGEN_PROGRESS": "false"}
 UP_TIMEOUT_S = 900  # triton exports and starts (minutes on 2 shared cores), then cloud, edge, loadgen
 REPLAY_TIMEOUT_S = 1800
+# After the replay the compose testbed stays up this long with nothing to serve: what it costs at rest
+# (healthchecks every 5 s, Prometheus scrapes every 5 s) is measured over it.
+REST_S = 20.0
 DOWN_TIMEOUT_S = 300
 TORCH_PROBE = ("import importlib.metadata as m, json\n"
                "try:\n    v = m.version('torch')\nexcept m.PackageNotFoundError:\n    v = None\n"
                "try:\n    import torch  # noqa\n    ok = True\nexcept ImportError:\n    ok = False\n"
                "print(json.dumps({'installed': v, 'importable': ok}))")
+# CPU seconds one run of the images' healthcheck probe costs (python + grpc import + one call), in a container.
+PROBE_COST = ("import resource, subprocess, sys\n"
+              "subprocess.run([sys.executable, '/app/deploy/docker/grpc_health_probe.py', '127.0.0.1:1', '--timeout', "
+              "'0.5'], capture_output=True)\n"
+              "r = resource.getrusage(resource.RUSAGE_CHILDREN)\nprint(r.ru_utime + r.ru_stime)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,16 +165,25 @@ def missing_images(client) -> list[str]:
     return [f"ddnn-{n}:{VERSION}" for n in IMAGES if f"ddnn-{n}:{VERSION}" not in have]
 
 
+def python_in(client, image: str, code: str) -> str:
+    """The last line ``python -c code`` prints in ``image``, without a network."""
+    out = client.containers.run(image, ["-c", code], entrypoint="python", network_mode="none", remove=True)
+    return out.decode().strip().splitlines()[-1]
+
+
+def probe_cpu_s(client) -> float:
+    """CPU seconds of one healthcheck probe in the edge image (median of three)."""
+    return statistics.median(float(python_in(client, f"ddnn-edge:{VERSION}", PROBE_COST)) for _ in range(3))
+
+
 def image_facts(client) -> dict:
     """Size (MB) of every ddnn image and, for the Python ones, whether torch is installed/importable."""
     out = {}
     for name in IMAGES:
         tag = f"ddnn-{name}:{VERSION}"
-        facts = {"size_mb": client.images.get(tag).attrs["Size"] / MB}
+        facts = {"tag": tag, "size_mb": client.images.get(tag).attrs["Size"] / MB}
         if name in PYTHON_IMAGES:
-            logs = client.containers.run(tag, ["-c", TORCH_PROBE], entrypoint="python", network_mode="none",
-                                         remove=True)
-            facts["torch"] = json.loads(logs.decode().strip().splitlines()[-1])
+            facts["torch"] = json.loads(python_in(client, tag, TORCH_PROBE))
         out[name] = facts
     return out
 
@@ -198,18 +219,32 @@ def local_round(w: Workload, out: Path) -> dict:
     from ddnn.cli.demo import run as demo_run
 
     t0 = time.monotonic()
-    with environ(**LOCAL_ENV):
+    reader = cpu.LocalReader(os.getpid())
+    with cpu.Sampler(reader) as sampler, environ(**LOCAL_ENV):
         rc = demo_run(demo_args(w.images, w.engine, w.policy, out))
     if rc != 0:
         raise RuntimeError(f"ddnn demo exited {rc}; logs in {out / 'logs'}")
-    return {**side(json.loads((out / "report.json").read_text())), "total_s": time.monotonic() - t0}
+    report = json.loads((out / "report.json").read_text())
+    return {**side(report), "total_s": time.monotonic() - t0, "autogroups": len(reader.autogroups - {""}),
+            "cpu": replay_cpu(sampler, report, (out / "report.json").stat().st_mtime)}
 
 
-def read_from(container, path: str) -> bytes:
-    """A file out of a (running or exited) container, through the engine's archive API."""
-    stream, _ = container.get_archive(path)
+def replay_cpu(sampler: cpu.Sampler, report: dict, written: float) -> dict:
+    """CPU over the replay: the ``wall_s`` before the report was written (at wall time ``written``)."""
+    return cpu.window(sampler.samples, written - report["wall_s"], written, report["samples"])
+
+
+def docker_time(text: str) -> float:
+    """'2026-12-03T10:31:38.204349096Z' (Docker's UTC, nanoseconds) as a Unix time."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp() + float(f"0.{frac or 0}")
+
+
+def read_from(container, path: str) -> tuple[bytes, float]:
+    """A file out of a (running or exited) container, through the engine's archive API, and its mtime."""
+    stream, stat = container.get_archive(path)
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        return tar.extractfile(tar.getmembers()[0]).read()
+        return tar.extractfile(tar.getmembers()[0]).read(), docker_time(stat["mtime"])
 
 
 def compose_round(w: Workload, work: Path, client, compose: list[str]) -> dict:
@@ -232,35 +267,25 @@ def compose_round(w: Workload, work: Path, client, compose: list[str]) -> dict:
         print(f"compose project {project}: up ...", flush=True)
         call("up", "-d", "--no-build", timeout=UP_TIMEOUT_S)
         up_s = time.monotonic() - t0
-        [loadgen] = client.containers.list(all=True, filters={"label": [
-            f"com.docker.compose.project={project}", "com.docker.compose.service=loadgen"]})
-        code = loadgen.wait(timeout=REPLAY_TIMEOUT_S)["StatusCode"]
+        containers = {c.labels["com.docker.compose.service"]: c for c in client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={project}"})}
+        loadgen = containers["loadgen"]
+        with cpu.Sampler(cpu.container_reader({s: c.id for s, c in containers.items()})) as sampler:
+            code = loadgen.wait(timeout=REPLAY_TIMEOUT_S)["StatusCode"]
+            rest = time.time()
+            time.sleep(REST_S)
         print(loadgen.logs(tail=30).decode(errors="replace"), flush=True)
         if code != 0:
             raise RuntimeError(f"compose loadgen exited {code}")
-        report = json.loads(read_from(loadgen, "/results/report.json"))
+        data, written = read_from(loadgen, "/results/report.json")
+        report = json.loads(data)
     finally:
         call("down", "-v", "--remove-orphans", "-t", "30", timeout=DOWN_TIMEOUT_S)
-    return {**side(report), "up_s": up_s, "total_s": time.monotonic() - t0, "project": project}
+    return {**side(report), "up_s": up_s, "total_s": time.monotonic() - t0, "project": project,
+            "cpu": replay_cpu(sampler, report, written), "at_rest": cpu.window(sampler.samples, rest, rest + REST_S)}
 
 
 # -- the whole section -----------------------------------------------------------------------------
-
-def summarize(rounds: list[dict]) -> dict:
-    """Medians of each side, their ratio (compose / local), each round's ratio, and the goal."""
-    local = [r["local"]["throughput"] for r in rounds]
-    comp = [r["compose"]["throughput"] for r in rounds]
-    ratio = statistics.median(comp) / statistics.median(local)
-    return {"local_median": statistics.median(local), "compose_median": statistics.median(comp), "ratio": ratio,
-            "round_ratios": [c / lo for c, lo in zip(comp, local, strict=True)], "goal_met": ratio >= RATIO_GOAL}
-
-
-def same_workload(rounds: list[dict]) -> bool:
-    """Both sides replayed the same way and gave the same exits and accuracy (same engine, policy, data)."""
-    keys = ("replay", "samples", "exit_rates", "accuracy")
-    first = rounds[0]["local"]
-    return all(r[s][k] == first[k] for r in rounds for s in ("local", "compose") for k in keys)
-
 
 def run(images: int = 10_000, rounds: int = 3, work: Path | None = None) -> dict:
     client, error = engine_client()
@@ -272,55 +297,12 @@ def run(images: int = 10_000, rounds: int = 3, work: Path | None = None) -> dict
     work = work or Path(tempfile.mkdtemp(prefix="ddnn-bench-compose-"))
     w = workload(images)
     result = {"workload": dataclasses.asdict(w), "override": override(w), "compose": " ".join(compose),
-              "images": image_facts(client), "rounds": []}
+              "images": image_facts(client), "scheduling": cpu.scheduling(),
+              "healthcheck_probe_cpu_s": probe_cpu_s(client), "rounds": []}
     result["workload"]["policy"] = Path(w.policy).name
     for r in range(rounds):  # alternate, so drift in the machine's load hits both sides
         local = local_round(w, work / f"local{r}")
         result["rounds"].append({"local": local, "compose": compose_round(w, work / f"compose{r}", client, compose)})
-    result.update(summarize(result["rounds"]), same_workload=same_workload(result["rounds"]))
+    result.update(summarize(result["rounds"]))
     return result
 
-
-# -- BENCHMARKS.md ---------------------------------------------------------------------------------
-
-def _rates(x: dict) -> str:
-    return f"cloud {100 * x['exit_rates']['cloud']:.2f}%, acc. {100 * x['accuracy']:.2f}%"
-
-
-def render(r: dict) -> list[str]:
-    if "skipped" in r:
-        return [f"Not measured: {r['skipped']}."]
-    w = r["workload"]
-    lines = [f"Closed-loop replay of the first {w['images']:,} test images (shuffled, seed 0) in batches of "
-             f"{w['batch_size']} on {w['concurrency']} streams; edge engine {w['engine']} with policy "
-             f"`{w['policy']}`, mode {w['mode']}, payload {w['payload']}, cloud on Triton. **local**: `ddnn demo` "
-             "(processes on loopback; the cloud starts its own Triton). **compose**: docker-compose.yml under a "
-             f"fresh project (`{r['compose']} -p ddnn-bench-<random> -f docker-compose.yml -f <override> up -d "
-             "--no-build`, then `down -v`) with an override that sets the same replay, engine, policy and no "
-             "SLO controller on the edge, and Triton's ONNX Runtime threads to the demo's. Throughput is the load "
-             "generator's own (samples / replay wall time, clock started once the edge answers: start-up "
-             "excluded), alternating local and compose on the same machine:", "",
-             "| round | local samples/s | compose samples/s | compose / local | compose up (s) |",
-             "|---|---|---|---|---|"]
-    for i, (x, c) in enumerate(zip(r["rounds"], r["round_ratios"], strict=True)):
-        lines.append(f"| {i + 1} | {x['local']['throughput']:,.0f} | {x['compose']['throughput']:,.0f} | {c:.2f} | "
-                     f"{x['compose']['up_s']:.0f} |")
-    first = r["rounds"][0]
-    lines += ["", f"Medians: local {r['local_median']:,.0f}, compose {r['compose_median']:,.0f} samples/s; ratio "
-              f"**{r['ratio']:.2f}**: goal >= {RATIO_GOAL} {'met' if r['goal_met'] else '**missed**'}. "
-              f"Same workload on both sides (replay settings, exits and accuracy equal in every round): "
-              f"{'yes' if r['same_workload'] else '**no**'} (local {_rates(first['local'])}; compose "
-              f"{_rates(first['compose'])}).", "",
-              f"Images (`docker image inspect` Size, MB = 10^6 bytes; goal: edge <= {EDGE_SIZE_GOAL_MB} MB, no torch):",
-              "", "| image | MB | torch |", "|---|---|---|"]
-    for name, f in r["images"].items():
-        t = f.get("torch")
-        torch = "-" if t is None else ("not installed, not importable" if not t["installed"] and not t["importable"]
-                                       else f"installed {t['installed']}, importable {t['importable']}")
-        lines.append(f"| ddnn-{name}:{VERSION} | {f['size_mb']:,.0f} | {torch} |")
-    edge = r["images"]["edge"]
-    ok = edge["size_mb"] <= EDGE_SIZE_GOAL_MB and not any(
-        f["torch"]["installed"] or f["torch"]["importable"] for f in r["images"].values() if "torch" in f)
-    lines += ["", f"Edge {edge['size_mb']:,.0f} MB, no torch in any service image: "
-              f"goal {'met' if ok else '**missed**'}."]
-    return lines

@@ -111,7 +111,7 @@ def training(sec: dict) -> list[str]:
 
 
 def compose(sec: dict) -> list[str]:
-    from benchmarks.compose import render
+    from benchmarks.compose_report import render
 
     return ["## Compose testbed vs local processes, and the images (issue 13)", "", _env(sec), "",
             *render(sec["result"]), ""]
