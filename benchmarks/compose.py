@@ -225,7 +225,7 @@ def local_round(w: Workload, out: Path) -> dict:
     if rc != 0:
         raise RuntimeError(f"ddnn demo exited {rc}; logs in {out / 'logs'}")
     report = json.loads((out / "report.json").read_text())
-    return {**side(report), "total_s": time.monotonic() - t0, "autogroups": len(reader.autogroups - {""}),
+    return {**side(report), "total_s": time.monotonic() - t0,
             "cpu": replay_cpu(sampler, report, (out / "report.json").stat().st_mtime)}
 
 
@@ -297,8 +297,8 @@ def run(images: int = 10_000, rounds: int = 3, work: Path | None = None) -> dict
     work = work or Path(tempfile.mkdtemp(prefix="ddnn-bench-compose-"))
     w = workload(images)
     result = {"workload": dataclasses.asdict(w), "override": override(w), "compose": " ".join(compose),
-              "images": image_facts(client), "scheduling": cpu.scheduling(),
-              "healthcheck_probe_cpu_s": probe_cpu_s(client), "rounds": []}
+              "images": image_facts(client), "healthcheck_probe_cpu_s": probe_cpu_s(client),
+              "machine_cores": os.cpu_count(), "rounds": []}
     result["workload"]["policy"] = Path(w.policy).name
     for r in range(rounds):  # alternate, so drift in the machine's load hits both sides
         local = local_round(w, work / f"local{r}")

@@ -34,10 +34,20 @@ def summarize(rounds: list[dict]) -> dict:
         out["cpu_ms_per_sample_by_part"] = {s: median_by_part([
             {k: 1000 * v / r[s]["samples"] for k, v in r[s]["cpu"]["cpu_s_by_part"].items()} for r in rounds])
             for s in SIDES}
-    if all("at_rest" in r["compose"] for r in rounds):
-        out["compose_at_rest_cores_by_part"] = median_by_part([
-            {k: v / r["compose"]["at_rest"]["wall_s"] for k, v in r["compose"]["at_rest"]["cpu_s_by_part"].items()}
-            for r in rounds])
+        out["cores_median"] = {s: statistics.median(r[s]["cpu"]["cores_ours"] for r in rounds) for s in SIDES}
+        out["cores_others_median"] = {s: statistics.median(r[s]["cpu"]["cores_others"] for r in rounds)
+                                      for s in SIDES}
+    if "factors" in out and all("at_rest" in r["compose"] for r in rounds):
+        rest = [{k: v / r["compose"]["at_rest"]["wall_s"] for k, v in r["compose"]["at_rest"]["cpu_s_by_part"].items()}
+                for r in rounds]
+        out["compose_at_rest_cores_by_part"] = median_by_part(rest)
+        out["compose_at_rest_cores"] = statistics.median(sum(x.values()) for x in rest)
+        # what each side spent per sample on serving: compose's total less its at-rest cost over the replay
+        out["serving_cpu_ms_per_sample"] = {
+            "local": statistics.median(r["local"]["cpu"]["cpu_ms_per_sample"] for r in rounds),
+            "compose": statistics.median(r["compose"]["cpu"]["cpu_ms_per_sample"]
+                                         - 1000 * sum(x.values()) / r["compose"]["throughput"]
+                                         for r, x in zip(rounds, rest, strict=True))}
     return out
 
 
@@ -118,15 +128,24 @@ def why(r: dict) -> list[str]:
                   f"{1000 * total / r['compose_median']:.2f} ms per sample. The demo has no healthchecks and no "
                   "Prometheus, and its cloud hands tensors to the Triton it started through shared memory where the "
                   "compose cloud sends them to the triton container inside gRPC messages."]
-    s = r.get("scheduling", {})
-    if s.get("autogroup") and s.get("docker_group_weight"):
-        groups = statistics.median(x["local"].get("autogroups", 0) for x in r["rounds"])
-        lines += ["", f"Scheduling here: cgroup {s['cgroup']}, autogroups on. The demo's processes ran in "
-                  f"{groups:.0f} autogroups (each service is started in a session of its own), each weighted like "
-                  f"one busy process against the rest of the machine, while all the containers share Docker's "
-                  f"one cgroup (weight {s['docker_group_weight']}); so when other work competes for the cores, "
-                  "compose can get fewer of them (the cores factor)."]
+        lines += ["", *weight(r)]
     return [*lines, ""]
+
+
+def weight(r: dict) -> list[str]:
+    """What the compose testbed's fixed cost weighs: serving per sample on both sides, cores obtained."""
+    sv, rest, cores, others = (r["serving_cpu_ms_per_sample"], r["compose_at_rest_cores"], r["cores_median"],
+                               r["cores_others_median"])
+    rel = sv["compose"] / sv["local"] - 1
+    same = "about the same as" if abs(rel) <= 0.05 else f"{100 * abs(rel):.0f}% {'more' if rel > 0 else 'less'} than"
+    n = r.get("machine_cores", 2)
+    return [f"Without that at-rest cost, compose spent {sv['compose']:.2f} ms of CPU per sample on serving, {same} "
+            f"the demo's {sv['local']:.2f}: what the compose testbed spends more is mostly its fixed "
+            f"{rest:.2f} cores, and what that costs in throughput depends on the cores a side gets. With c cores for "
+            f"both sides the ratio would be about 1 - {rest:.2f}/c: {1 - rest / n:.2f} with all {n} of this "
+            f"machine's cores, {1 - rest:.2f} with one. In this run other work on the machine took "
+            f"{others['local']:.2f} / {others['compose']:.2f} cores (median) during the local / compose replays, "
+            f"leaving them {cores['local']:.2f} / {cores['compose']:.2f} cores (the cores factor in the table)."]
 
 
 def images(facts: dict) -> list[str]:

@@ -73,11 +73,10 @@ class Cumulative:
 
 
 class LocalReader:
-    """CPU seconds of ``root``'s descendants (``ddnn demo``'s services and load generator), by part; also the
-    scheduler autogroups they ran in (each service is started in a session of its own)."""
+    """CPU seconds of ``root``'s descendants (``ddnn demo``'s services and load generator), by part."""
 
     def __init__(self, root: int):
-        self.root, self.acc, self.parts, self.autogroups = root, Cumulative(), {}, set()
+        self.root, self.acc, self.parts = root, Cumulative(), {}
 
     def __call__(self) -> dict[str, float]:
         table = processes()
@@ -88,33 +87,10 @@ class LocalReader:
         while todo:
             pid = todo.pop()
             todo += children.get(pid, [])
-            if pid not in self.parts:
-                self.parts[pid] = local_part(cmdline(pid))
-                self.autogroups.add(autogroup(pid))
+            if self.parts.get(pid, "other") == "other":  # again until it names a part: a child seen between
+                self.parts[pid] = local_part(cmdline(pid))  # fork and exec still has its parent's command line
             self.acc.update(pid, self.parts[pid], table[pid][2])
         return self.acc.totals()
-
-
-def autogroup(pid: int) -> str:
-    """'/autogroup-42 nice 0' -> '/autogroup-42' ('' where the kernel has no autogroups or the process is gone)."""
-    try:
-        return (PROC / str(pid) / "autogroup").read_text().split()[0]
-    except (OSError, IndexError):
-        return ""
-
-
-def scheduling() -> dict:
-    """How this kernel shares the CPU: autogroups on (each session of the root cgroup is one scheduling entity,
-    which only tasks of the root cgroup get) and the CPU weight of Docker's parent cgroup, which all containers
-    share as one entity (cgroup v1 cpu.shares, v2 cpu.weight)."""
-    def read(path: Path) -> str | None:
-        return path.read_text().strip() if path.exists() else None
-
-    v1 = read(CGROUP / "cpu" / "docker" / "cpu.shares") or read(CGROUP / "cpu,cpuacct" / "docker" / "cpu.shares")
-    v2 = read(CGROUP / "docker" / "cpu.weight") or read(CGROUP / "system.slice" / "cpu.weight")
-    auto = read(PROC / "sys" / "kernel" / "sched_autogroup_enabled")
-    return {"autogroup": None if auto is None else auto == "1", "cgroup": "v1" if v1 else ("v2" if v2 else None),
-            "docker_group_weight": int(v1 or v2) if (v1 or v2) else None}
 
 
 def container_cpu_s(container_id: str) -> float | None:

@@ -132,8 +132,9 @@ def test_without_an_engine_the_section_records_why_instead_of_failing(monkeypatc
 def measured(throughput: float, cores: float, parts: dict[str, float], n: int = 1000) -> dict:
     """One side of a round as compose.py records it (``parts``: CPU seconds over the replay)."""
     cpu_s = sum(parts.values())
-    return {**SAME, "throughput": throughput, "samples": n, "up_s": 60.0, "autogroups": 3,
-            "cpu": {"cores_ours": cores, "cpu_ms_per_sample": 1000 * cpu_s / n, "cpu_s_by_part": parts}}
+    return {**SAME, "throughput": throughput, "samples": n, "up_s": 60.0,
+            "cpu": {"cores_ours": cores, "cores_others": 2.0 - cores, "cpu_ms_per_sample": 1000 * cpu_s / n,
+                    "cpu_s_by_part": parts}}
 
 
 def test_each_rounds_ratio_splits_into_cores_obtained_and_cpu_per_sample():
@@ -148,6 +149,12 @@ def test_each_rounds_ratio_splits_into_cores_obtained_and_cpu_per_sample():
     assert s["cpu_ms_per_sample_by_part"] == {"local": {"edge": 8.0, "cloud": 2.0},
                                               "compose": {"edge": 8.0, "cloud": 3.0, "prometheus": 1.0}}
     assert s["compose_at_rest_cores_by_part"] == {"edge": 0.1, "prometheus": 0.05}
+    # 0.15 cores at rest over a replay at 150/s is 1 ms per sample: serving 11 ms against the demo's 10
+    assert s["compose_at_rest_cores"] == pytest.approx(0.15)
+    assert s["serving_cpu_ms_per_sample"] == pytest.approx({"local": 10.0, "compose": 11.0})
+    text = report.weight(s)[0]
+    assert "11.00 ms of CPU per sample on serving, 10% more than the demo's 10.00" in text
+    assert "1 - 0.15/c: 0.93 with all 2 of this machine's cores, 0.85 with one" in text
 
 
 def test_cpu_window_interpolates_between_samples_and_counts_the_rest_of_the_machine():
@@ -175,7 +182,6 @@ def test_render_says_whether_each_goal_is_met(w):
     result = {"workload": {**dataclasses.asdict(w), "policy": "p.json"}, "compose": "docker-compose",
               "rounds": [{"local": side, "compose": measured(80.0, 1.0, {"edge": 12.5})}] * 2,
               **report.summarize([{"local": side, "compose": measured(80.0, 1.0, {"edge": 12.5})}] * 2),
-              "scheduling": {"autogroup": True, "cgroup": "v1", "docker_group_weight": 1024},
               "images": {"edge": {"tag": "ddnn-edge:0.1.0", "size_mb": 382.0,
                                   "torch": {"installed": None, "importable": False}},
                          "prometheus": {"tag": "ddnn-prometheus:0.1.0", "size_mb": 300.0}}}
@@ -183,7 +189,7 @@ def test_render_says_whether_each_goal_is_met(w):
     assert "ratio **0.80**: goal >= 0.9 **missed**" in text
     assert "| 1 | 100 | 80 | 0.80 | 1.00 / 1.00 | 10.00 / 12.50 | 60 |" in text
     assert "median factors **1.00** (cores) and **0.80** (CPU per sample)" in text
-    assert "| edge | 10.00 | 12.50 |" in text and "ran in 3 autogroups" in text
+    assert "| edge | 10.00 | 12.50 |" in text
     assert "Edge 382 MB, no torch in any service image: goal met" in text
     result["images"]["edge"]["torch"]["installed"] = "2.5.1"
     assert "goal **missed**" in "\n".join(report.render(result)).rsplit("Edge", 1)[1]
