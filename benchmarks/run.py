@@ -20,7 +20,7 @@ from pathlib import Path
 from ddnn.logs import configure_logging
 from ddnn.paths import REPO_ROOT
 
-SECTIONS = ("core", "system", "slo", "engines", "training")
+SECTIONS = ("core", "system", "slo", "engines", "training", "compose")
 RESULTS = REPO_ROOT / "benchmarks" / "results.json"
 
 
@@ -56,6 +56,10 @@ def run_section(name: str, quick: bool) -> dict:
         from benchmarks import training
 
         out = training.run(quick=quick)
+    elif name == "compose":
+        from benchmarks import compose
+
+        out = compose.run(images=2000 if quick else 10_000, rounds=2 if quick else 3)
     else:
         from benchmarks import slo
 

@@ -37,6 +37,13 @@ def choose_engine(reference: Path = SHIPPED_POLICY, int8: Path = SHIPPED_INT8_PO
     return ("onnxruntime-int8" if loss <= ACCURACY_BOUND else "onnxruntime"), why
 
 
+def edge_choice(engine: str = "auto", policy: str = "") -> tuple[str, str, str]:
+    """The edge engine the demo runs (``auto``: :func:`choose_engine`), why, and its policy (given, or the
+    shipped one calibrated for the engine's precision). make bench's compose section runs the same."""
+    engine, why = (engine, "chosen") if engine != "auto" else choose_engine()
+    return engine, why, policy or str(SHIPPED_INT8_POLICY if engine.endswith("-int8") else SHIPPED_POLICY)
+
+
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run edge + cloud (Triton) + load generator on loopback and print the report",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -64,8 +71,7 @@ def run(args) -> int:
 
     out = Path(args.out) if args.out else REPO_ROOT / "results" / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     logs = out / "logs"
-    engine, why = (args.engine, "chosen") if args.engine != "auto" else choose_engine()
-    policy = args.policy or str(SHIPPED_INT8_POLICY if engine.endswith("-int8") else SHIPPED_POLICY)
+    engine, why, policy = edge_choice(args.engine, args.policy)
     print(f"edge engine: {engine} ({why}); policy {Path(policy).name}", flush=True)
     for path, what in ((args.checkpoint, "--checkpoint"), (policy, "--policy")):
         if not Path(path).is_file():

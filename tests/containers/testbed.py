@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time
@@ -24,6 +23,7 @@ import tomllib
 import yaml
 from docker.models.containers import Container
 
+from ddnn.launch import compose_command
 from ddnn.paths import REPO_ROOT
 
 VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -51,14 +51,6 @@ def engine_problem() -> str | None:
         return f"no Docker engine answers ({type(exc).__name__}: {str(exc)[:120]})"
     if compose_command() is None:
         return "the Docker engine answers but neither 'docker-compose' nor 'docker compose' is installed"
-    return None
-
-
-def compose_command() -> list[str] | None:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
     return None
 
 
