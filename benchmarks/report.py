@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ddnn.codec import PAYLOADS
+
 
 def _env(sec: dict) -> str:
     e = sec["environment"]
@@ -69,7 +71,7 @@ def system(sec: dict) -> list[str]:
               "sample sent to the cloud (the codec's worst case):", "",
               "| payload | bytes/offloaded sample | vs fp32 | overall acc. (policy) | change | acc. all-to-cloud | "
               "change |", "|---|---|---|---|---|---|---|"]
-    for p in ("fp32", "fp16", "int8", "raw"):
+    for p in PAYLOADS:
         b = pd[p]["bytes_per_offloaded_sample"]
         pol, all_ = pf[p]["policy_accuracy"], pf[p]["cloud_only_accuracy"]
         lines.append(f"| {p} | {b:,.0f} | {b / pd['fp32']['bytes_per_offloaded_sample']:.3f}x | "

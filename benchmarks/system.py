@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from ddnn.checkpoint import load_checkpoint
-from ddnn.codec import decode, encode, payload_bytes
-from ddnn.data import load_split, to_tensor
-from ddnn.inference import CLOUD, CloudRunner, EdgeEngine, InProcessPipeline, cloud_answers
+from ddnn.codec import PAYLOADS, Payload, decode, encode, payload_bytes
+from ddnn.data import IMAGE_SHAPE, load_split, to_tensor
+from ddnn.inference import CloudRunner, EdgeEngine, InProcessPipeline, cloud_answers
 from ddnn.launch import start
 from ddnn.models import cloud_part, split_at
+from ddnn.outcome import Outcome
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_POLICY, default_test_source
 from ddnn.pb.ddnn.v1 import edge_pb2, edge_pb2_grpc
 from ddnn.policies import EdgePolicy
@@ -68,7 +69,7 @@ def codec_accuracy() -> dict:
     split = split_at(ck.model, EDGE_EXIT, [EDGE_EXIT])
     engine = EdgeEngine(split.edge, EdgePolicy.load(SHIPPED_POLICY))
     feature_cloud, raw_cloud = CloudRunner(split.cloud), CloudRunner(cloud_part(ck.model, 0))
-    preds = {p: np.zeros(len(arrays), np.int64) for p in ("fp32", "fp16", "int8", "raw")}
+    preds = {p: np.zeros(len(arrays), np.int64) for p in PAYLOADS}
     all_cloud = {p: np.zeros(len(arrays), np.int64) for p in preds}
     with torch.inference_mode():
         for start_ in range(0, len(arrays), 250):
@@ -77,20 +78,21 @@ def codec_accuracy() -> dict:
             res = engine.run(px)
             feats = split.edge(to_tensor(px))[1].numpy()
             for p in preds:
-                if p == "raw":
-                    lg = raw_cloud.logits(decode(encode(px, "raw")))
+                if p == Payload.RAW:
+                    lg = raw_cloud.logits(decode(encode(px, Payload.RAW.value)))
                 else:
                     lg = feature_cloud.logits(decode(encode(feats, p)))
                 pred, _ = cloud_answers(lg)
                 all_cloud[p][sl] = pred
                 mixed = res.prediction.copy()
-                mixed[res.outcome == CLOUD] = pred[res.outcome == CLOUD]
+                mixed[res.outcome == Outcome.CLOUD] = pred[res.outcome == Outcome.CLOUD]
                 preds[p][sl] = mixed
     y = arrays.labels
     shape = tuple(ck.model.shapes[ck.model.position(EDGE_EXIT)])
     return {p: {"policy_accuracy": float((preds[p] == y).mean()),
                 "cloud_only_accuracy": float((all_cloud[p] == y).mean()),
-                "bytes_per_offloaded_sample": payload_bytes(shape if p != "raw" else (32, 32, 3), p)} for p in preds}
+                "bytes_per_offloaded_sample": payload_bytes(shape if p != Payload.RAW else IMAGE_SHAPE, p)}
+            for p in preds}
 
 
 def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None = None, edge_threads: int = 1) -> dict:
@@ -124,7 +126,7 @@ def run(n: int = 2000, concurrency: int = 2, rounds: int = 2, work: Path | None 
                 "latency_s": rep["latency_s"], "time_decomposition_s": rep["time_decomposition_s"],
                 "exit_rates": rep["exit_rates"], "accuracy": rep["accuracy"]})
         payloads = {}
-        for p in ("fp32", "fp16", "int8", "raw"):
+        for p in PAYLOADS:
             asyncio.run(_configure(edge.grpc, payload=p))
             rep, _ = _loadgen(edge.grpc, work / f"payload-{p}", n, concurrency)
             payloads[p] = {"bytes_per_offloaded_sample": rep["bytes"]["per_offloaded_sample"],

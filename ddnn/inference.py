@@ -119,9 +119,6 @@ def __getattr__(name: str):
         from ddnn.engines.torch_engine import TorchCloudPart
 
         return TorchCloudPart
-    # The outcome codes' old names (benchmarks/system.py still imports CLOUD): ddnn.outcome.Outcome's members.
-    if name in ("EDGE", "CLOUD", "DROPPED", "DEGRADED"):
-        return Outcome[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
