@@ -89,3 +89,19 @@ def whitening_stem(model: nn.Module) -> WhiteningStem | None:
     """The model's whitening stem, if it has one (compact architecture)."""
     stem = getattr(model, "stem", None)
     return stem if isinstance(stem, WhiteningStem) else None
+
+
+@torch.no_grad()
+def airbench_init(model: nn.Module) -> None:
+    """Re-initialise a compact network as airbench does: PyTorch's default init for every convolution
+    and the final layer, zero conv biases, and each convolution's first ``in_channels`` filters the
+    identity (dirac), so every group starts by passing its input through. Exit heads are left alone."""
+    convs = [m for part in (model.stem, model.blocks) for m in part.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs:
+        conv.reset_parameters()
+        if conv.bias is not None:
+            conv.bias.zero_()
+        nn.init.dirac_(conv.weight[: conv.in_channels])
+    final = getattr(model, "final", None)
+    if isinstance(final, MaxPoolHead):
+        final.fc.reset_parameters()

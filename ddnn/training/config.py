@@ -61,6 +61,18 @@ class TrainConfig:
     crop_padding: int = _f(4, "random-crop padding in pixels (0 = no translation)")
     alternating_flip: bool = _f(False, "flip each image in every other epoch (airbench) instead of at random")
     whiten_init: bool = _f(True, "compact arch: set the whitening stem from training-patch statistics")
+    whiten_bias_epochs: int | None = _f(None, "compact arch: train the whitening stem's bias for this many epochs, "
+                                        "then freeze it (airbench: 3; default: always trains)")
+    airbench_init: bool = _f(False, "compact arch: airbench's initialisation (PyTorch's default conv and final-layer "
+                             "init, each conv's first filters the identity (dirac), zero conv biases) instead of "
+                             "Kaiming-normal convs and a N(0, 0.01) final layer")
+    bn_momentum: float = _f(0.1, "BatchNorm running-statistics momentum, PyTorch's convention (the new batch's "
+                            "weight; airbench's 0.6 is 0.4 here)")
+    exit_lr_scale: float = _f(1.0, "learning-rate multiplier of the early-exit heads (1/81 trains them as if their "
+                              "logits were scaled by 1/9, airbench's classifier temperature)")
+    crop_reflect: bool = _f(False, "translate with reflected border pixels (airbench) instead of zero padding")
+    lookahead: bool = _f(False, "airbench's lookahead: every 5 steps pull the weights toward a slow copy with "
+                         "strength 0.95^5 (step/total)^3 (from epoch 2), and end on the slow copy")
     ema_decay: float = _f(0.0, "keep an exponential moving average of the weights with this per-step decay "
                           "and save it (0 = off)")
     val_fraction: float = _f(0.1, "held out for validation/calibration")
@@ -94,6 +106,14 @@ class TrainConfig:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.final_lr_fraction <= 1:
             raise ValueError(f"--final-lr-fraction must be in [0, 1], got {self.final_lr_fraction}")
+        if self.lookahead and self.ema_decay:
+            raise ValueError("--lookahead and --ema-decay are two kinds of weight averaging: choose one")
+        if not 0 < self.bn_momentum <= 1:
+            raise ValueError(f"--bn-momentum must be in (0, 1], got {self.bn_momentum}")
+        if self.exit_lr_scale <= 0:
+            raise ValueError(f"--exit-lr-scale must be > 0, got {self.exit_lr_scale}")
+        if self.whiten_bias_epochs is not None and self.whiten_bias_epochs < 0:
+            raise ValueError(f"--whiten-bias-epochs must be >= 0, got {self.whiten_bias_epochs}")
         if self.crop_padding < 0:
             raise ValueError(f"--crop-padding must be >= 0, got {self.crop_padding}")
         object.__setattr__(self, "exits", tuple(self.exits))

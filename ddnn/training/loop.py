@@ -17,12 +17,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ddnn.checkpoint import load_checkpoint, save_checkpoint
-from ddnn.data import DatasetError, load_split, random_crop_flip, to_tensor, train_val_split
+from ddnn.data import DatasetError, load_split, to_tensor, train_val_split
 from ddnn.models import ModelSpec, MultiExitNet, QuantSpec, build_model
-from ddnn.models.compact import whitening_stem
+from ddnn.models.compact import airbench_init, whitening_stem
 from ddnn.paths import default_train_root
 from ddnn.training.config import TrainConfig
-from ddnn.training.recipe import WeightAverage, flip_mask, lr_factor, make_optimizer
+from ddnn.training.recipe import Lookahead, WeightAverage, flip_mask, lr_factor, make_optimizer, translate_flip
 
 WHITEN_SAMPLE = 5000  # training images the whitening stem's patch statistics come from
 
@@ -131,6 +131,11 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
     model = build_model(spec)
     init_meta = _load_init(model, cfg.init) if cfg.init else None
     stem = whitening_stem(model)
+    if stem is not None and cfg.airbench_init and not cfg.init:
+        airbench_init(model)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = cfg.bn_momentum
     if stem is not None and cfg.whiten_init and not cfg.init:
         pick = np.random.default_rng(cfg.seed).permutation(len(train_idx))[:WHITEN_SAMPLE]
         stem.init_from(to_tensor(torch.from_numpy(arrays.images[train_idx[np.sort(pick)]]), torch.device("cpu")))
@@ -162,6 +167,7 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
                  if cfg.alternating_flip else None)
     amp = (cfg.amp and device.type == "cuda") or (cfg.cpu_bf16 and device.type == "cpu" and _cpu_has_bf16())
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    lookahead = Lookahead(model) if cfg.lookahead else None
 
     out = Path(cfg.out)
     state_path = out.with_name(out.name + ".state")
@@ -178,6 +184,8 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
         epochs_planned = st.get("epochs_total", cfg.epochs)  # a time budget's choice survives a resume
         if average is not None and st.get("average"):
             average.state = st["average"]
+        if lookahead is not None and st.get("lookahead"):
+            lookahead.state = st["lookahead"]
         log.info("resumed from %s at epoch %d", state_path, start_epoch)
 
     log.info("training %s exits=%s on %s: %d train / %d val images, %d epochs, weights %s",
@@ -191,6 +199,8 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             break
         t_epoch = time.time()
         _set_train_mode(model, separate)
+        if stem is not None and not separate and cfg.whiten_bias_epochs is not None:
+            stem.conv.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)  # frozen: no grad, so SGD skips it
         perm = torch.randperm(n, generator=order_gen).to(device)
         loss_sum = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
@@ -200,7 +210,7 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             lr = cfg.lr * factor
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             flips = flip_mask(idx, epoch, flip_base, aug_gen)
-            xb = random_crop_flip(to_tensor(x_train[idx], device), aug_gen, cfg.crop_padding, flips)
+            xb = translate_flip(to_tensor(x_train[idx], device), aug_gen, cfg.crop_padding, flips, cfg.crop_reflect)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y_train[idx]
@@ -212,6 +222,8 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             opt.step()
             if average is not None:
                 average.update(model)
+            if lookahead is not None:
+                lookahead.step(model, epoch * steps_per_epoch + step + 1, total_steps, steps_per_epoch)
             loss_sum += loss.detach() / (len(idx) if reduction == "sum" else 1)
         if cfg.time_budget and epoch == 0 and start_epoch == 0:
             # Fix the epoch count from the first epoch's cost. The warm-up covers epoch 1, so the
@@ -234,7 +246,8 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
         state_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                     "order_gen": order_gen.get_state(), "aug_gen": aug_gen.get_state(), "history": history,
-                    "average": average.state if average is not None else None, "epochs_total": epochs},
+                    "average": average.state if average is not None else None, "epochs_total": epochs,
+                    "lookahead": lookahead.state if lookahead is not None else None},
                    state_path)
 
     if average is not None:  # the averaged weights are what is evaluated and shipped
