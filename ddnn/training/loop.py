@@ -234,6 +234,10 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             total_steps = steps_per_epoch * epochs
             epochs_bar.total = epochs
             log.info("time budget %.0fs: %.1fs/epoch -> %d epochs", cfg.time_budget, per_epoch, epochs)
+            if epochs <= cfg.warmup_epochs:
+                log.warning("the %g-epoch warm-up covers all %d epochs the time budget allows: the learning rate "
+                            "never decays; give a larger --time-budget or a shorter --warmup-epochs",
+                            cfg.warmup_epochs, epochs)
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch, "lr": lr,
                   "seconds": round(time.time() - t_epoch, 2)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs:
