@@ -96,7 +96,8 @@ def airbench_init(model: nn.Module) -> None:
     """Re-initialise a compact network as airbench does: PyTorch's default init for every convolution
     and the final layer, zero conv biases, and each convolution's first ``in_channels`` filters the
     identity (dirac), so every group starts by passing its input through. Exit heads are left alone."""
-    convs = [m for part in (model.stem, model.blocks) for m in part.modules() if isinstance(m, nn.Conv2d)]
+    parts: list[nn.Module] = [model.stem, model.blocks]  # type: ignore[list-item]  # nn.Module.__getattr__ is untyped
+    convs = [m for part in parts for m in part.modules() if isinstance(m, nn.Conv2d)]
     for conv in convs:
         conv.reset_parameters()
         if conv.bias is not None:

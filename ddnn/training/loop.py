@@ -199,7 +199,7 @@ def train(cfg: TrainConfig, command: str = "", progress: bool | None = None) -> 
             break
         t_epoch = time.time()
         _set_train_mode(model, separate)
-        if stem is not None and not separate and cfg.whiten_bias_epochs is not None:
+        if stem is not None and stem.conv.bias is not None and not separate and cfg.whiten_bias_epochs is not None:
             stem.conv.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)  # frozen: no grad, so SGD skips it
         perm = torch.randperm(n, generator=order_gen).to(device)
         loss_sum = torch.zeros((), device=device)
