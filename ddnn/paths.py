@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TEST_PACK = REPO_ROOT / "data" / "cifar10-test.npz"
+SHIPPED_VAL_PACK = REPO_ROOT / "data" / "cifar10-val.npz"  # the shipped checkpoint's validation split
 SHIPPED_CHECKPOINT = REPO_ROOT / "models" / "resnet20w32-cifar10.pt"
 SHIPPED_POLICY = REPO_ROOT / "models" / "resnet20w32-cifar10.policy.json"
 SHIPPED_INT8_POLICY = REPO_ROOT / "models" / "resnet20w32-cifar10.onnxruntime-int8.policy.json"

@@ -19,7 +19,10 @@ def register(sub) -> None:
     pack = dsub.add_parser("pack", help="pack one split of an ImageFolder tree into one .npz",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pack.add_argument("root")
-    pack.add_argument("--split", default="test", choices=["train", "test"])
+    pack.add_argument("--split", default="test", choices=["train", "test", "val"],
+                      help="val: the validation images training holds out of the train split")
+    pack.add_argument("--val-fraction", type=float, default=0.1, help="with --split val: as in ddnn train")
+    pack.add_argument("--split-seed", type=int, default=0, help="with --split val: as in ddnn train")
     pack.add_argument("-o", "--out", required=True)
     pack.set_defaults(func=run_pack)
 
@@ -46,7 +49,7 @@ def run_info(args) -> int:
 def run_pack(args) -> int:
     from ddnn.data import write_pack
 
-    meta = write_pack(args.root, args.split, args.out)
+    meta = write_pack(args.root, args.split, args.out, val_fraction=args.val_fraction, split_seed=args.split_seed)
     print(json.dumps(meta, indent=2))
     return 0
 

@@ -17,30 +17,20 @@ from pathlib import Path
 
 from ddnn.codec import PAYLOADS, Payload
 from ddnn.export.bundle import MODES, Mode
-from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_INT8_POLICY, SHIPPED_POLICY
-
-ACCURACY_BOUND = 0.003  # the most accuracy (validation, overall) the default engine may give up against torch fp32
+from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_INT8_POLICY, SHIPPED_POLICY, SHIPPED_VAL_PACK
 
 
-def choose_engine(reference: Path = SHIPPED_POLICY, int8: Path = SHIPPED_INT8_POLICY) -> tuple[str, str]:
-    """The fastest engine within the accuracy bound, and why: onnxruntime-int8 if its policy's validation
-    accuracy (recorded by `ddnn calibrate`) is within ACCURACY_BOUND of the torch fp32 policy's, else
-    onnxruntime (fp32, the same logits as torch within 1e-5)."""
-    import json
+def edge_choice(engine: str = "auto", policy: str = "", measure: bool = True) -> tuple[str, str, str]:
+    """The edge engine the demo runs (``auto``: :func:`~ddnn.evaluation.engine_choice.choose_engine`, measured on
+    this machine's kernels unless ``measure`` is off), why, and its policy (given, or the shipped one calibrated
+    for the engine's precision). make bench's compose section runs the same."""
+    if engine == "auto":
+        from ddnn.evaluation.engine_choice import choose_engine
 
-    if not int8.is_file():
-        return "onnxruntime", f"no int8 policy ({int8.name})"
-    acc = {p: json.loads(p.read_text())["meta"]["validation"]["acc_overall"] for p in (reference, int8)}
-    loss = acc[reference] - acc[int8]
-    why = (f"validation accuracy {100 * acc[int8]:.2f}% vs torch fp32 {100 * acc[reference]:.2f}% "
-           f"(bound {100 * ACCURACY_BOUND:.1f} pt)")
-    return ("onnxruntime-int8" if loss <= ACCURACY_BOUND else "onnxruntime"), why
-
-
-def edge_choice(engine: str = "auto", policy: str = "") -> tuple[str, str, str]:
-    """The edge engine the demo runs (``auto``: :func:`choose_engine`), why, and its policy (given, or the
-    shipped one calibrated for the engine's precision). make bench's compose section runs the same."""
-    engine, why = (engine, "chosen") if engine != "auto" else choose_engine()
+        choice = choose_engine(SHIPPED_CHECKPOINT, SHIPPED_POLICY, SHIPPED_INT8_POLICY, SHIPPED_VAL_PACK, measure)
+        engine, why = choice.engine, choice.why
+    else:
+        why = "chosen"
     return engine, why, policy or str(SHIPPED_INT8_POLICY if engine.endswith("-int8") else SHIPPED_POLICY)
 
 
@@ -53,8 +43,8 @@ def register(sub) -> None:
     from ddnn.engines import ENGINE_NAMES
 
     p.add_argument("--engine", choices=["auto", *ENGINE_NAMES], default="auto",
-                   help="edge engine; auto: the fastest within 0.3 pt of torch fp32's accuracy (onnxruntime-int8 "
-                   "when its policy's validation accuracy allows, else onnxruntime)")
+                   help="edge engine; auto: the fastest within 0.3 pt of fp32's overall validation accuracy, measured "
+                   "on this CPU (onnxruntime-int8 where its kernels keep the accuracy, else onnxruntime)")
     p.add_argument("--data", default="", help="test images (default: the shipped CIFAR-10 test pack)")
     p.add_argument("--limit", type=int, default=0, help="replay only the first N images (0 = all 10,000)")
     p.add_argument("--backend", choices=["triton", "onnxruntime", "torch"], default="triton", help="cloud backend")

@@ -18,11 +18,26 @@ from ddnn.data.errors import DatasetError
 from ddnn.data.layouts import decode_images, guess_name, list_imagefolder
 
 PACK_FORMAT = "ddnn.pack/v1"
+VAL_SPLIT = "val"  # the validation images held out of the train split
 
 
-def write_pack(root: Path, split: str, out: Path, name: str | None = None) -> dict:
-    """Pack one split of an ImageFolder tree into ``out``; return its metadata."""
-    classes, files, labels = list_imagefolder(Path(root), split)
+def write_pack(root: Path, split: str, out: Path, name: str | None = None, val_fraction: float = 0.1,
+               split_seed: int = 0) -> dict:
+    """Pack one split of an ImageFolder tree into ``out``; return its metadata.
+
+    ``split`` ``val`` packs the validation images training holds out of the train split
+    (:func:`~ddnn.data.loading.train_val_split` with ``val_fraction`` and ``split_seed``, the same
+    images in the same order), so a machine without the training set can still re-measure what
+    calibration measured.
+    """
+    classes, files, labels = list_imagefolder(Path(root), "train" if split == VAL_SPLIT else split)
+    held_out = None
+    if split == VAL_SPLIT:
+        from ddnn.data.loading import train_val_split
+
+        _, val = train_val_split(np.asarray(labels), val_fraction, split_seed)
+        files, labels = [files[i] for i in val], np.asarray(labels)[val]
+        held_out = {"of": "train", "val_fraction": val_fraction, "split_seed": split_seed}
     blobs = [f.read_bytes() for f in files]
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(b) for b in blobs])
@@ -36,6 +51,8 @@ def write_pack(root: Path, split: str, out: Path, name: str | None = None) -> di
         "sha256": hashlib.sha256(payload.tobytes()).hexdigest(),
         "source": "imagefolder",
     }
+    if held_out:
+        meta["held_out"] = held_out
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as f:

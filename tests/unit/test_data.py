@@ -48,6 +48,18 @@ def test_imagefolder_layout_and_pack_are_pixel_identical(imagefolder, tmp_path):
     assert np.array_equal(direct.labels, packed.labels)
 
 
+def test_val_pack_holds_exactly_the_images_training_holds_out(imagefolder, tmp_path):
+    train = read_imagefolder(imagefolder, "train")
+    _, val = train_val_split(train.labels, 0.25, 3)
+    meta = write_pack(imagefolder, "val", tmp_path / "v.npz", val_fraction=0.25, split_seed=3)
+    assert meta["split"] == "val" and meta["count"] == len(val) == 3
+    assert meta["held_out"] == {"of": "train", "val_fraction": 0.25, "split_seed": 3}
+    packed = read_pack(tmp_path / "v.npz", "val")
+    assert np.array_equal(packed.images, train.images[val]) and np.array_equal(packed.labels, train.labels[val])
+    with pytest.raises(DatasetError, match="'val' split"):
+        load_split(tmp_path / "v.npz", "train")
+
+
 def test_cache_is_used_on_second_load(imagefolder, monkeypatch):
     first = load_split(imagefolder, "train")
 

@@ -122,16 +122,30 @@ def test_exit_logits_per_engine_use_the_shipped_bundle_and_their_own_cache():
 
 
 def test_demo_picks_int8_only_within_the_accuracy_bound(tmp_path):
-    from ddnn.cli.demo import choose_engine
+    from ddnn.evaluation.engine_choice import choose_engine, within_bound
 
     def policy(path, acc):
         path.write_text(json.dumps({"meta": {"validation": {"acc_overall": acc}}}))
         return path
 
     ref = policy(tmp_path / "fp32.json", 0.886)
-    assert choose_engine(ref, policy(tmp_path / "ok.json", 0.884))[0] == "onnxruntime-int8"
-    assert choose_engine(ref, policy(tmp_path / "bad.json", 0.880))[0] == "onnxruntime"
-    assert choose_engine(ref, tmp_path / "missing.json")[0] == "onnxruntime"
+    ck = tmp_path / "never-read.pt"  # no validation pack: the recorded accuracies decide, nothing is run
+    ok = choose_engine(ck, ref, policy(tmp_path / "ok.json", 0.883), val=tmp_path / "absent.npz")
+    assert ok.engine == "onnxruntime-int8" and ok.where == "recorded at calibration" and "88.30%" in ok.why
+    assert choose_engine(ck, ref, policy(tmp_path / "bad.json", 0.882)).engine == "onnxruntime"
+    assert choose_engine(ck, ref, tmp_path / "missing.json").engine == "onnxruntime"
+    assert within_bound(0.886, 0.890) and within_bound(0.886, 0.883) and not within_bound(0.886, 0.8829)
+
+
+def test_engine_choice_falls_back_to_recorded_accuracy_when_the_val_pack_is_unreadable(tmp_path, caplog):
+    from ddnn.evaluation.engine_choice import choose_engine
+
+    for name, acc in (("fp32.json", 0.886), ("int8.json", 0.870)):
+        (tmp_path / name).write_text(json.dumps({"meta": {"validation": {"acc_overall": acc}}}))
+    (tmp_path / "val.npz").write_bytes(b"not a pack")
+    choice = choose_engine(tmp_path / "ck.pt", tmp_path / "fp32.json", tmp_path / "int8.json", tmp_path / "val.npz")
+    assert choice.engine == "onnxruntime" and choice.where == "recorded at calibration"
+    assert "could not measure" in caplog.text
 
 
 def test_int8_calibration_reads_training_images_only_never_validation_or_test(tmp_path):
