@@ -87,4 +87,10 @@ def render(r: dict) -> list[str]:
                   f"Epochs to 90% / 91% final-exit validation accuracy: {rec.get('epochs_to_90') or 'not reached'} / "
                   f"{rec.get('epochs_to_91') or 'not reached'}. The shipped ResNet-20w32 (88.56% final) took 184 "
                   "GPU epochs; on this CPU the classic recipe's epoch time above puts that out of reach."]
+        if "seconds_to_shipped" in rec:
+            to = rec["seconds_to_shipped"]
+            lines[-1] += (f" Training time to the shipped model's final-exit validation accuracy "
+                          f"({100 * rec['shipped_val_final']:.2f}%): "
+                          + (f"{to / 60:.1f} min ({rec['epochs_to_shipped']} epochs)." if to is not None
+                             else "not reached in this run."))
     return lines

@@ -61,6 +61,9 @@ def run(args) -> int:
 
     out = Path(args.out) if args.out else REPO_ROOT / "results" / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     logs = out / "logs"
+    if args.engine == "auto":
+        print("choosing the edge engine: int8 vs fp32 on this CPU's kernels, over the shipped validation images "
+              "(cached after the first run) ...", flush=True)
     engine, why, policy = edge_choice(args.engine, args.policy)
     print(f"edge engine: {engine} ({why}); policy {Path(policy).name}", flush=True)
     for path, what in ((args.checkpoint, "--checkpoint"), (policy, "--policy")):
