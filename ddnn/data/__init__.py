@@ -8,8 +8,9 @@ from ddnn.data.arrays import IMAGE_BYTES, IMAGE_SHAPE, IMAGE_SHAPE_CHW, ImageArr
 from ddnn.data.download import ARCHIVES, download_cifar
 from ddnn.data.errors import DatasetError
 from ddnn.data.layouts import detect_layout
-from ddnn.data.loading import load_split, train_val_split
+from ddnn.data.loading import load_split
 from ddnn.data.pack import read_pack, write_pack
+from ddnn.data.splits import train_val_split
 
 __all__ = [
     "ARCHIVES",

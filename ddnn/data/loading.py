@@ -86,22 +86,3 @@ def load_split(root: str | Path, split: str = "test", use_cache: bool = True) ->
              classes=np.array(arrays.classes), name=np.array(arrays.name))
     os.replace(tmp, cached)
     return arrays
-
-
-def train_val_split(labels: np.ndarray, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic, class-stratified split of training indices into (train, validation).
-
-    The validation part is what calibration fits thresholds on; the test split is never used
-    for that. Each class contributes ``round(val_fraction * n_class)`` samples.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    train_idx, val_idx = [], []
-    for cls in np.unique(labels):
-        idx = np.flatnonzero(labels == cls)
-        idx = idx[rng.permutation(len(idx))]
-        n_val = round(val_fraction * len(idx))
-        val_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))

@@ -16,6 +16,7 @@ import numpy as np
 from ddnn.data.arrays import ImageArrays
 from ddnn.data.errors import DatasetError
 from ddnn.data.layouts import decode_images, guess_name, list_imagefolder
+from ddnn.data.splits import train_val_split
 
 PACK_FORMAT = "ddnn.pack/v1"
 VAL_SPLIT = "val"  # the validation images held out of the train split
@@ -33,8 +34,6 @@ def write_pack(root: Path, split: str, out: Path, name: str | None = None, val_f
     classes, files, labels = list_imagefolder(Path(root), "train" if split == VAL_SPLIT else split)
     held_out = None
     if split == VAL_SPLIT:
-        from ddnn.data.loading import train_val_split
-
         _, val = train_val_split(np.asarray(labels), val_fraction, split_seed)
         files, labels = [files[i] for i in val], np.asarray(labels)[val]
         held_out = {"of": "train", "val_fraction": val_fraction, "split_seed": split_seed}
