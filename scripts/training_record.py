@@ -25,23 +25,25 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def epochs_to(history: list[dict], goal: float) -> int | None:
-    """The first epoch whose final-exit validation accuracy reaches ``goal``."""
-    for rec in history:
-        if (rec.get("val_accuracy") or {}).get("final", 0.0) >= goal:
-            return int(rec["epoch"])
-    return None
-
-
-def seconds_to(history: list[dict], goal: float) -> float | None:
-    """Training seconds (the epochs' own, evaluation excluded) until the final exit's validation accuracy
-    first reaches ``goal``."""
+def first_reaching(history: list[dict], goal: float) -> tuple[int, float] | None:
+    """The first epoch whose final-exit validation accuracy reaches ``goal``, and the training seconds
+    (the epochs' own, evaluation excluded) spent up to and including it."""
     spent = 0.0
     for rec in history:
         spent += rec.get("seconds", 0.0)
         if (rec.get("val_accuracy") or {}).get("final", 0.0) >= goal:
-            return round(spent, 1)
+            return int(rec["epoch"]), round(spent, 1)
     return None
+
+
+def epochs_to(history: list[dict], goal: float) -> int | None:
+    hit = first_reaching(history, goal)
+    return hit[0] if hit else None
+
+
+def seconds_to(history: list[dict], goal: float) -> float | None:
+    hit = first_reaching(history, goal)
+    return hit[1] if hit else None
 
 
 def main(argv: list[str] | None = None) -> int:

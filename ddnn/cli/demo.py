@@ -20,14 +20,14 @@ from ddnn.export.bundle import MODES, Mode
 from ddnn.paths import REPO_ROOT, SHIPPED_CHECKPOINT, SHIPPED_INT8_POLICY, SHIPPED_POLICY, SHIPPED_VAL_PACK
 
 
-def edge_choice(engine: str = "auto", policy: str = "", measure: bool = True) -> tuple[str, str, str]:
+def edge_choice(engine: str = "auto", policy: str = "") -> tuple[str, str, str]:
     """The edge engine the demo runs (``auto``: :func:`~ddnn.evaluation.engine_choice.choose_engine`, measured on
-    this machine's kernels unless ``measure`` is off), why, and its policy (given, or the shipped one calibrated
+    this machine's kernels), why, and its policy (given, or the shipped one calibrated
     for the engine's precision). make bench's compose section runs the same."""
     if engine == "auto":
         from ddnn.evaluation.engine_choice import choose_engine
 
-        choice = choose_engine(SHIPPED_CHECKPOINT, SHIPPED_POLICY, SHIPPED_INT8_POLICY, SHIPPED_VAL_PACK, measure)
+        choice = choose_engine(SHIPPED_CHECKPOINT, SHIPPED_POLICY, SHIPPED_INT8_POLICY, SHIPPED_VAL_PACK)
         engine, why = choice.engine, choice.why
     else:
         why = "chosen"

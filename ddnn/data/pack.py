@@ -27,15 +27,15 @@ def write_pack(root: Path, split: str, out: Path, name: str | None = None, val_f
     """Pack one split of an ImageFolder tree into ``out``; return its metadata.
 
     ``split`` ``val`` packs the validation images training holds out of the train split
-    (:func:`~ddnn.data.loading.train_val_split` with ``val_fraction`` and ``split_seed``, the same
+    (:func:`~ddnn.data.splits.train_val_split` with ``val_fraction`` and ``split_seed``, the same
     images in the same order), so a machine without the training set can still re-measure what
     calibration measured.
     """
     classes, files, labels = list_imagefolder(Path(root), "train" if split == VAL_SPLIT else split)
     held_out = None
     if split == VAL_SPLIT:
-        _, val = train_val_split(np.asarray(labels), val_fraction, split_seed)
-        files, labels = [files[i] for i in val], np.asarray(labels)[val]
+        _, val = train_val_split(labels, val_fraction, split_seed)
+        files, labels = [files[i] for i in val], labels[val]
         held_out = {"of": "train", "val_fraction": val_fraction, "split_seed": split_seed}
     blobs = [f.read_bytes() for f in files]
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)

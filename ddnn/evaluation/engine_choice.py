@@ -69,17 +69,16 @@ def measured_accuracy(checkpoint: Path, policies: dict[str, Path], val: Path) ->
             for engine, policy in policies.items()}
 
 
-def choose_engine(checkpoint: Path, reference: Path, int8: Path, val: Path | None = None,
-                  measure: bool = True) -> EngineChoice:
+def choose_engine(checkpoint: Path, reference: Path, int8: Path, val: Path | None = None) -> EngineChoice:
     """onnxruntime-int8 if its policy stays within :data:`ACCURACY_BOUND` of the fp32 policy, else onnxruntime.
 
-    With ``measure`` and the validation pack ``val`` present, the accuracies are measured on this machine;
+    With the validation pack ``val`` present, the accuracies are measured on this machine;
     otherwise the ones recorded in the policies are compared (and the reason says so).
     """
     if not Path(int8).is_file():
         return EngineChoice(FP32_ENGINE, f"no int8 policy ({Path(int8).name})")
     policies = {FP32_ENGINE: Path(reference), INT8_ENGINE: Path(int8)}
-    if measure and val is not None and Path(val).is_file():
+    if val is not None and Path(val).is_file():
         try:
             return _decide(measured_accuracy(Path(checkpoint), policies, Path(val)), "measured on this CPU")
         except (OSError, ValueError) as exc:  # a broken pack or mismatched split: fall back, saying so
