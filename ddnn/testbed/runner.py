@@ -239,7 +239,8 @@ class Run:
         # leave local before the first phase starts (its error estimate decays with probes; the stream may first
         # need gRPC's reconnect backoff), so phase 1 shows auto on that link, not recovery from the table.
         if reachable(first) and not self.watch.wait(
-                lambda r: r.get("effective_mode") not in (None, Mode.LOCAL.value),
+                # connected too: right after configure, the status may still show the table's fixed mode
+                lambda r: r.get("cloud_connected") and r.get("effective_mode") not in (None, Mode.LOCAL.value),
                 RECOVER_S):
             log.warning("auto still local %.0fs after switching to %s; the timeline starts anyway", RECOVER_S,
                         first.name)
